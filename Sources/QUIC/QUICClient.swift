@@ -1,0 +1,118 @@
+import Logging
+import NIOCore
+import NIOPosix
+import QUICSocket
+
+/// Opens client connections.
+public enum QUICClient {
+    /// Connects to a QUIC server and completes the handshake.
+    ///
+    /// - Parameters:
+    ///   - host: a host name or IP address. The name is also sent in SNI and checked against
+    ///     the certificate unless ``QUICTLSConfiguration/serverName`` says otherwise.
+    ///   - port: the UDP port.
+    /// - Throws: ``QUICError`` — for example ``QUICError/connectionRefused(_:)`` at once when
+    ///   nothing listens on the port, ``QUICError/handshakeTimeout`` when nothing answers,
+    ///   ``QUICError/certificateVerificationFailed(_:)`` for a certificate we do not trust.
+    public static func connect(host: String, port: Int, configuration: QUICConfiguration,
+                               socketOptions: UDPSocketOptions = .init(),
+                               eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                               logger: Logger = Logger(label: "swift-h3.quic.client")) async throws -> QUICConnection {
+        let core = try await connectCore(host: host, port: port, configuration: configuration, socketOptions: socketOptions,
+                                         eventLoopGroup: eventLoopGroup, logger: logger, initialToken: nil,
+                                         makeApplication: { StreamApplication(core: $0) })
+        guard let application = core.application as? StreamApplication else {
+            throw QUICError.internalError("unexpected application protocol")
+        }
+        let connection = QUICConnection(core: core, application: application)
+        try await core.eventLoop.submit { application.connection = connection }.get()
+        return connection
+    }
+
+    /// Connects and runs the given application protocol on the connection (HTTP/3 uses this).
+    ///
+    /// - Parameter initialToken: a token to put in the first Initial (a NEW_TOKEN token; tests
+    ///   also use it to present forged tokens).
+    package static func connectCore(host: String, port: Int, configuration: QUICConfiguration,
+                                    socketOptions: UDPSocketOptions, eventLoopGroup: any EventLoopGroup,
+                                    logger: Logger, initialToken: [UInt8]?,
+                                    makeApplication: @escaping @Sendable (ConnectionCore) -> any QUICApplicationProtocol)
+        async throws -> ConnectionCore {
+        try configuration.validate()
+        let credentials = try TLSCredentials(configuration: configuration.tls, isServer: false)
+        let remote: SocketAddress
+        do {
+            remote = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        } catch {
+            throw QUICError.invalidArgument("could not resolve host \(host)")
+        }
+        let eventLoop = eventLoopGroup.next()
+        let socket = try await UDPSocket.connect(to: remote, options: socketOptions, on: eventLoop)
+        let serverName = configuration.tls.serverName ?? host
+        let core = try await eventLoop.submit { () throws -> ConnectionCore in
+            let host = ClientHost(socket: socket)
+            do {
+                let path = PathStorage(local: socket.localAddress ?? remote, remote: remote)
+                let core = try ConnectionCore(clientWith: configuration, credentials: credentials, serverName: serverName,
+                                              path: path, eventLoop: eventLoop, host: host, logger: logger,
+                                              initialToken: initialToken)
+                core.application = makeApplication(core)
+                host.connection = core
+                socket.setDelegate(host)
+                return core
+            } catch {
+                socket.close()
+                throw error
+            }
+        }.get()
+        try await eventLoop.flatSubmit { core.start() }.get()
+        return core
+    }
+}
+
+/// The socket owner for one client connection: a connected UDP socket, so an ICMP
+/// port-unreachable surfaces at once as `ECONNREFUSED`.
+final class ClientHost: ConnectionHost, UDPSocketDelegate {
+    let socket: UDPSocket
+    /// Strong: the host keeps the connection alive until it finishes.
+    var connection: ConnectionCore?
+
+    init(socket: UDPSocket) {
+        self.socket = socket
+    }
+
+    func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore) {
+        socket.send(datagrams)
+    }
+
+    func register(_ id: ConnectionID, for connection: ConnectionCore) {}
+    func unregister(_ id: ConnectionID) {}
+
+    func statelessResetToken(for id: ConnectionID) -> [UInt8] {
+        secureRandomBytes(16)
+    }
+
+    func connectionEstablished(_ connection: ConnectionCore) {}
+
+    func connectionDidFinish(_ connection: ConnectionCore) {
+        socket.setDelegate(nil)
+        socket.close()
+        // Break the cycle host -> connection -> host (weak) after the current call returns.
+        socket.eventLoop.execute { self.connection = nil }
+    }
+
+    func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
+        connection?.receive(datagram)
+    }
+
+    func socket(_ socket: UDPSocket, didReceiveError error: any Error) {
+        guard let connection else { return }
+        if let io = error as? IOError, io.errnoCode == ECONNREFUSED {
+            connection.fail(with: .connectionRefused("nothing is listening at \(connection.remoteAddress) (ICMP port unreachable)"))
+        }
+    }
+
+    func socketDidClose(_ socket: UDPSocket) {
+        connection?.fail(with: .connectionClosed)
+    }
+}

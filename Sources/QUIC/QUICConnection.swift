@@ -1,0 +1,76 @@
+import NIOCore
+
+/// An established QUIC connection, client or server side, for users of raw QUIC streams.
+///
+/// Open streams with ``openStream(bidirectional:)``, accept the peer's from
+/// ``incomingStreams``, and end with ``close(applicationError:reason:)``. The connection lives
+/// on one event loop; this handle may be used from any task.
+public final class QUICConnection: Sendable {
+    let core: ConnectionCore
+    let application: StreamApplication
+    /// The negotiated ALPN protocol.
+    public let negotiatedApplicationProtocol: String?
+    /// The peer's address when the handshake completed.
+    public let remoteAddress: SocketAddress
+    /// Whether this is the server side of the connection.
+    public var isServer: Bool { core.isServer }
+
+    init(core: ConnectionCore, application: StreamApplication) {
+        self.core = core
+        self.application = application
+        self.negotiatedApplicationProtocol = core.negotiatedApplicationProtocol
+        self.remoteAddress = core.remoteAddress
+    }
+
+    /// Streams the peer opens, in order. Ends when the connection closes.
+    public var incomingStreams: AsyncStream<QUICStream> { application.incomingStreams }
+
+    /// Opens a stream. Waits while the peer's stream limit (MAX_STREAMS) is reached.
+    public func openStream(bidirectional: Bool = true) async throws -> QUICStream {
+        let application = self.application
+        let id = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int64, any Error>) in
+            core.eventLoop.execute { application.openStream(bidirectional: bidirectional, continuation: continuation) }
+        }
+        let state = try await core.eventLoop.submit { application.state(for: id) }.get()
+        return QUICStream(state: state, application: application, connection: self)
+    }
+
+    /// Closes the connection with an application error code (0 means no error) and a reason
+    /// the peer sees. Streams still open fail with ``QUICError/applicationClosed(code:reason:remote:)``
+    /// (or ``QUICError/connectionClosed`` for code 0).
+    public func close(applicationError code: UInt64 = 0, reason: String = "") async {
+        let core = self.core
+        try? await core.eventLoop.submit { core.close(applicationError: code, reason: reason) }.get()
+    }
+
+    /// Waits until the connection has closed and returns why: `nil` after a clean close with
+    /// no error, otherwise the error (idle timeout, the peer's error code, ...).
+    public func waitUntilClosed() async -> QUICError? {
+        let core = self.core
+        // `closing`/`draining` already carry the error; wait for that point, not for resource release.
+        return await withCheckedContinuation { (continuation: CheckedContinuation<QUICError?, Never>) in
+            core.eventLoop.execute {
+                if !core.isOpen {
+                    continuation.resume(returning: core.closeError)
+                } else {
+                    core.closeWaiters.append { continuation.resume(returning: $0) }
+                }
+            }
+        }
+    }
+
+    /// Connection IDs issued to and retired by the peer, and those now routed to this
+    /// connection (for diagnostics and tests).
+    package func connectionIDCounts() async throws -> (issued: Int, retired: Int, active: Int) {
+        let core = self.core
+        return try await core.eventLoop.submit {
+            (core.issuedConnectionIDs, core.retiredConnectionIDs, core.activeConnectionIDs.count)
+        }.get()
+    }
+
+    /// Whether the TLS session was resumed.
+    package func isResumed() async throws -> Bool {
+        let core = self.core
+        return try await core.eventLoop.submit { core.tls.isResumed }.get()
+    }
+}

@@ -1,0 +1,90 @@
+import Logging
+import NIOCore
+import NIOPosix
+import QUICSocket
+
+/// A QUIC server: listens on a UDP port and hands out established connections.
+///
+/// ```swift
+/// let listener = try await QUICListener.bind(host: "127.0.0.1", port: 4433, configuration: config)
+/// for await connection in listener.connections {
+///     Task { for await stream in connection.incomingStreams { ... } }
+/// }
+/// ```
+public final class QUICListener: Sendable {
+    let endpoint: ServerEndpoint
+    /// The address the listener is bound to (with the real port when bound to port 0).
+    public let localAddress: SocketAddress
+    /// Connections whose handshake completed, in order. Ends when the listener closes.
+    public let connections: AsyncStream<QUICConnection>
+
+    private init(endpoint: ServerEndpoint, localAddress: SocketAddress, connections: AsyncStream<QUICConnection>) {
+        self.endpoint = endpoint
+        self.localAddress = localAddress
+        self.connections = connections
+    }
+
+    /// Binds a UDP socket and starts accepting QUIC connections.
+    public static func bind(host: String, port: Int, configuration: QUICServerConfiguration,
+                            socketOptions: UDPSocketOptions = .init(),
+                            eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            logger: Logger = Logger(label: "swift-h3.quic.server")) async throws -> QUICListener {
+        let (stream, continuation) = AsyncStream.makeStream(of: QUICConnection.self)
+        let endpoint = try await bindEndpoint(
+            host: host, port: port, configuration: configuration, socketOptions: socketOptions,
+            eventLoopGroup: eventLoopGroup, logger: logger,
+            makeApplication: { core in StreamApplication(core: core) },
+            onEstablished: { core in
+                guard let application = core.application as? StreamApplication else { return }
+                let connection = QUICConnection(core: core, application: application)
+                application.connection = connection
+                continuation.yield(connection)
+            })
+        endpoint.closeFuture.whenComplete { _ in continuation.finish() }
+        guard let address = endpoint.socket.localAddress else {
+            throw QUICError.internalError("the bound socket has no local address")
+        }
+        return QUICListener(endpoint: endpoint, localAddress: address, connections: stream)
+    }
+
+    /// Binds a server endpoint whose connections run the given application protocol
+    /// (HTTP/3 uses this with nghttp3).
+    package static func bindEndpoint(host: String, port: Int, configuration: QUICServerConfiguration,
+                                     socketOptions: UDPSocketOptions, eventLoopGroup: any EventLoopGroup,
+                                     logger: Logger,
+                                     makeApplication: @escaping @Sendable (ConnectionCore) -> any QUICApplicationProtocol,
+                                     onEstablished: @escaping @Sendable (ConnectionCore) -> Void) async throws -> ServerEndpoint {
+        let eventLoop = eventLoopGroup.next()
+        let socket = try await UDPSocket.bind(host: host, port: port, options: socketOptions, on: eventLoop)
+        return try await eventLoop.submit { () throws -> ServerEndpoint in
+            do {
+                let endpoint = try ServerEndpoint(socket: socket, configuration: configuration, logger: logger,
+                                                  makeApplication: makeApplication, onEstablished: onEstablished)
+                socket.setDelegate(endpoint)
+                return endpoint
+            } catch {
+                socket.close()
+                throw error
+            }
+        }.get()
+    }
+
+    /// Closes every connection (application error 0) and then the socket; returns when done.
+    public func close() async {
+        let endpoint = self.endpoint
+        endpoint.eventLoop.execute { endpoint.close() }
+        try? await endpoint.closeFuture.get()
+    }
+
+    /// What the endpoint did with datagrams it could not route (for diagnostics and tests).
+    package func statistics() async throws -> EndpointStatistics {
+        let endpoint = self.endpoint
+        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+    }
+
+    /// Drops every connection's state without telling the peers (tests of stateless reset).
+    package func abandonAllConnections() async throws {
+        let endpoint = self.endpoint
+        try await endpoint.eventLoop.submit { endpoint.abandonAllConnections() }.get()
+    }
+}

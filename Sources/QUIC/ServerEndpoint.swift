@@ -1,0 +1,320 @@
+internal import CNgtcp2
+internal import CNgtcp2CryptoGnuTLS
+import Logging
+import NIOCore
+import QUICSocket
+
+/// Settings for a QUIC server endpoint.
+public struct QUICServerConfiguration: Sendable, Hashable {
+    /// Transport and TLS settings for each connection.
+    public var quic: QUICConfiguration
+    /// Send a Retry to every new client, so that only clients that prove their address get a
+    /// connection (costs a round trip; protects against spoofed-address floods).
+    public var requireAddressValidation: Bool
+    /// How long a Retry token stays valid.
+    public var retryTokenLifetime: Duration
+    /// The most connections served at once; further clients are refused with CONNECTION_REFUSED.
+    public var maxConnections: Int
+    /// The key for stateless reset tokens and Retry tokens (at least 32 bytes). Keep it
+    /// across restarts so that clients of a restarted server get a stateless reset at once.
+    /// `nil` draws a random key.
+    public var statelessResetKey: [UInt8]?
+
+    /// Creates server settings with defaults.
+    public init(quic: QUICConfiguration, requireAddressValidation: Bool = false,
+                retryTokenLifetime: Duration = .seconds(10), maxConnections: Int = 10_000,
+                statelessResetKey: [UInt8]? = nil) {
+        self.quic = quic
+        self.requireAddressValidation = requireAddressValidation
+        self.retryTokenLifetime = retryTokenLifetime
+        self.maxConnections = maxConnections
+        self.statelessResetKey = statelessResetKey
+    }
+}
+
+/// Counters of what a server endpoint did with datagrams it could not route to a connection.
+package struct EndpointStatistics: Sendable {
+    package var versionNegotiationsSent = 0
+    package var statelessResetsSent = 0
+    package var retriesSent = 0
+    package var invalidTokens = 0
+    package var refusedConnections = 0
+    package var droppedDatagrams = 0
+    package var connectionsAccepted = 0
+    package var openConnections = 0
+    package var routedConnectionIDs = 0
+}
+
+/// The server side of QUIC on one UDP socket: demultiplexes datagrams by destination connection
+/// ID, creates connections for new clients, and answers what it cannot route (version
+/// negotiation, stateless reset, Retry, refusal).
+///
+/// Confined to the socket's event loop.
+package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
+    let socket: UDPSocket
+    let configuration: QUICServerConfiguration
+    let credentials: TLSCredentials
+    let logger: Logger
+    private let resetKey: StatelessResetKey
+    private let retryTokens: RetryTokenCodec
+    private var routes: [ConnectionID: ConnectionCore] = [:]
+    private var connections: [ObjectIdentifier: ConnectionCore] = [:]
+    private let makeApplication: (ConnectionCore) -> any QUICApplicationProtocol
+    private let onEstablished: (ConnectionCore) -> Void
+    private(set) var statistics = EndpointStatistics()
+    private var closing = false
+    private let closedPromise: EventLoopPromise<Void>
+    /// Connections being closed; the socket closes when this reaches zero.
+    private var allClosedWaiter: EventLoopPromise<Void>?
+
+    init(socket: UDPSocket, configuration: QUICServerConfiguration, logger: Logger,
+         makeApplication: @escaping (ConnectionCore) -> any QUICApplicationProtocol,
+         onEstablished: @escaping (ConnectionCore) -> Void) throws(QUICError) {
+        try configuration.quic.validate()
+        if configuration.maxConnections < 1 { throw .invalidArgument("maxConnections must be at least 1") }
+        let key = configuration.statelessResetKey ?? secureRandomBytes(32)
+        if key.count < 32 { throw .invalidArgument("the stateless reset key must be at least 32 bytes") }
+        self.socket = socket
+        self.configuration = configuration
+        self.credentials = try TLSCredentials(configuration: configuration.quic.tls, isServer: true)
+        self.logger = logger
+        self.resetKey = StatelessResetKey(secret: Array(key.prefix(32)))
+        // A separate key for tokens, derived so that one configured key serves both.
+        self.retryTokens = RetryTokenCodec(secret: Array(key.reversed().prefix(32)),
+                                           lifetime: configuration.retryTokenLifetime)
+        self.makeApplication = makeApplication
+        self.onEstablished = onEstablished
+        self.closedPromise = socket.eventLoop.makePromise()
+    }
+
+    var eventLoop: any EventLoop { socket.eventLoop }
+    var closeFuture: EventLoopFuture<Void> { closedPromise.futureResult }
+
+    var currentStatistics: EndpointStatistics {
+        var stats = statistics
+        stats.openConnections = connections.count
+        stats.routedConnectionIDs = routes.count
+        return stats
+    }
+
+    // MARK: UDPSocketDelegate
+
+    package func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
+        var vc = ngtcp2_version_cid()
+        let rv = datagram.buffer.withUnsafeReadableBytes { raw -> Int32 in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return -1 }
+            return ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, ConnectionID.issuedLength)
+        }
+        if rv == NGTCP2_ERR_VERSION_NEGOTIATION {
+            sendVersionNegotiation(vc, datagram: datagram)
+            return
+        }
+        guard rv == 0 else {
+            statistics.droppedDatagrams += 1
+            return
+        }
+        let destination = ConnectionID(pointer: vc.dcid, length: vc.dcidlen)
+        if let connection = routes[destination] {
+            connection.receive(datagram)
+            return
+        }
+        let isLongHeader = datagram.buffer.getInteger(at: datagram.buffer.readerIndex, as: UInt8.self).map { $0 & 0x80 != 0 } ?? false
+        if isLongHeader {
+            acceptInitial(datagram)
+        } else {
+            sendStatelessReset(for: destination, datagram: datagram)
+        }
+    }
+
+    package func socket(_ socket: UDPSocket, didReceiveError error: any Error) {
+        // An unconnected socket may report ICMP errors for one client; they concern no
+        // single connection here (connections time out on their own).
+        logger.debug("UDP socket error", metadata: ["error": "\(error)"])
+    }
+
+    package func socketDidClose(_ socket: UDPSocket) {
+        for connection in connections.values { connection.abandon() }
+        closedPromise.succeed(())
+    }
+
+    // MARK: New connections
+
+    private func acceptInitial(_ datagram: InboundDatagram) {
+        guard !closing else { statistics.droppedDatagrams += 1; return }
+        var header = ngtcp2_pkt_hd()
+        let rv = datagram.buffer.withUnsafeReadableBytes { raw -> Int32 in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return -1 }
+            return ngtcp2_accept(&header, base, raw.count)
+        }
+        guard rv == 0, header.type == UInt8(NGTCP2_PKT_INITIAL.rawValue) else {
+            statistics.droppedDatagrams += 1
+            return
+        }
+        if connections.count >= configuration.maxConnections {
+            statistics.refusedConnections += 1
+            sendConnectionClose(to: header, datagram: datagram, error: TransportErrorCode.connectionRefused)
+            return
+        }
+        let clientDestination = ConnectionID(header.dcid)
+        let token = header.token.base.map { Array(UnsafeBufferPointer(start: $0, count: header.token.len)) } ?? []
+        var originalDestination = clientDestination
+        var retrySource: ConnectionID?
+        let now = ConnectionCore.now()
+        if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+            guard let original = retryTokens.validate(token, remote: datagram.remoteAddress, destinationID: clientDestination,
+                                                      version: header.version, now: now) else {
+                statistics.invalidTokens += 1
+                sendConnectionClose(to: header, datagram: datagram, error: TransportErrorCode.invalidToken)
+                return
+            }
+            originalDestination = original
+            retrySource = clientDestination
+        } else if configuration.requireAddressValidation {
+            sendRetry(to: header, datagram: datagram, now: now)
+            return
+        }
+
+        let path = PathStorage(local: socket.localAddress ?? datagram.remoteAddress, remote: datagram.remoteAddress)
+        let connection: ConnectionCore
+        do {
+            connection = try withUnsafePointer(to: &header) { headerPointer throws(QUICError) in
+                try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
+                                   originalDestinationID: originalDestination, retrySourceID: retrySource,
+                                   path: path, eventLoop: eventLoop, host: self, logger: logger)
+            }
+        } catch {
+            logger.warning("could not create a connection", metadata: ["error": "\(error)"])
+            statistics.droppedDatagrams += 1
+            return
+        }
+        connection.application = makeApplication(connection)
+        connections[ObjectIdentifier(connection)] = connection
+        statistics.connectionsAccepted += 1
+        _ = connection.start()
+        connection.receive(datagram)
+    }
+
+    // MARK: Answers without a connection
+
+    private func sendVersionNegotiation(_ vc: ngtcp2_version_cid, datagram: InboundDatagram) {
+        // Only datagrams large enough to be a client's first flight get an answer (RFC 9000, 6.1).
+        guard datagram.buffer.readableBytes >= 1200 else { statistics.droppedDatagrams += 1; return }
+        var versions: [UInt32] = [NGTCP2_PROTO_VER_V1, 0x1a2a_3a4a]  // v1 plus a greased version
+        var out = ByteBufferAllocator().buffer(capacity: 256)
+        let unused = secureRandomBytes(1)[0]
+        let written = out.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { raw in
+            let n = ngtcp2_pkt_write_version_negotiation(
+                raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count, unused,
+                vc.scid, vc.scidlen, vc.dcid, vc.dcidlen, &versions, versions.count)
+            return n > 0 ? Int(n) : 0
+        }
+        guard written > 0 else { return }
+        statistics.versionNegotiationsSent += 1
+        socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
+    }
+
+    private func sendStatelessReset(for id: ConnectionID, datagram: InboundDatagram) {
+        // The reset must be shorter than what triggered it (no loops between two endpoints)
+        // and at least 1 + 5 random + 16 token bytes long; smaller datagrams are dropped.
+        let tokenLength = Int(NGTCP2_STATELESS_RESET_TOKENLEN)
+        let minimumRandom = Int(NGTCP2_MIN_STATELESS_RESET_RANDLEN)
+        let incoming = datagram.buffer.readableBytes
+        guard incoming > 1 + minimumRandom + tokenLength + 1, !id.bytes.isEmpty else {
+            statistics.droppedDatagrams += 1
+            return
+        }
+        let randomLength = min(incoming - 1 - tokenLength - 1, 40)
+        var token = resetKey.token(for: id)
+        let random = secureRandomBytes(randomLength)
+        var out = ByteBufferAllocator().buffer(capacity: 64)
+        let written = out.writeWithUnsafeMutableBytes(minimumWritableBytes: 64) { raw in
+            let n = ngtcp2_pkt_write_stateless_reset(raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count,
+                                                     &token, random, random.count)
+            return n > 0 ? Int(n) : 0
+        }
+        guard written > 0 else { return }
+        statistics.statelessResetsSent += 1
+        socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
+    }
+
+    private func sendRetry(to header: ngtcp2_pkt_hd, datagram: InboundDatagram, now: UInt64) {
+        let retrySource = ConnectionID.random()
+        let clientDestination = ConnectionID(header.dcid)
+        guard let token = retryTokens.makeToken(remote: datagram.remoteAddress, retrySourceID: retrySource,
+                                                originalDestinationID: clientDestination,
+                                                version: header.version, now: now) else { return }
+        var dcid = header.scid, scid = retrySource.cid, odcid = header.dcid
+        var out = ByteBufferAllocator().buffer(capacity: 256)
+        let written = out.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { raw in
+            let n = ngtcp2_crypto_write_retry(raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count,
+                                              header.version, &dcid, &scid, &odcid, token, token.count)
+            return n > 0 ? Int(n) : 0
+        }
+        guard written > 0 else { return }
+        statistics.retriesSent += 1
+        socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
+    }
+
+    private func sendConnectionClose(to header: ngtcp2_pkt_hd, datagram: InboundDatagram, error: UInt64) {
+        var dcid = header.scid, scid = header.dcid
+        var out = ByteBufferAllocator().buffer(capacity: 256)
+        let written = out.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { raw in
+            let n = ngtcp2_crypto_write_connection_close(raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count,
+                                                         header.version, &dcid, &scid, error, nil, 0)
+            return n > 0 ? Int(n) : 0
+        }
+        guard written > 0 else { return }
+        socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
+    }
+
+    // MARK: ConnectionHost
+
+    func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore) {
+        socket.send(datagrams)
+    }
+
+    func register(_ id: ConnectionID, for connection: ConnectionCore) {
+        routes[id] = connection
+    }
+
+    func unregister(_ id: ConnectionID) {
+        routes[id] = nil
+    }
+
+    func statelessResetToken(for id: ConnectionID) -> [UInt8] {
+        resetKey.token(for: id)
+    }
+
+    func connectionEstablished(_ connection: ConnectionCore) {
+        onEstablished(connection)
+    }
+
+    func connectionDidFinish(_ connection: ConnectionCore) {
+        connections[ObjectIdentifier(connection)] = nil
+        if closing && connections.isEmpty {
+            socket.close()
+        }
+    }
+
+    // MARK: Shutdown
+
+    /// Closes every connection with NO_ERROR, waits out their closing periods, then closes the socket.
+    func close() {
+        guard !closing else { return }
+        closing = true
+        if connections.isEmpty {
+            socket.close()
+            return
+        }
+        for connection in Array(connections.values) {
+            if connection.isOpen {
+                connection.close(applicationError: 0, reason: "server shutting down")
+            }
+        }
+    }
+
+    /// Forgets every connection without telling the peers (a crash, as far as they can tell).
+    func abandonAllConnections() {
+        for connection in Array(connections.values) { connection.abandon() }
+    }
+}

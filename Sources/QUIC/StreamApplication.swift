@@ -1,0 +1,348 @@
+internal import CNgtcp2
+import NIOCore
+
+/// The state of one stream for the async ``QUICStream`` API. Confined to the connection's
+/// event loop (`@unchecked Sendable` so that ``QUICStream`` can carry the reference).
+final class StreamState: @unchecked Sendable {
+    let id: Int64
+
+    // Receiving side.
+    var inbound = CircularBuffer<ByteBuffer>()
+    /// Bytes received and not yet taken by the reader (flow-control credit not yet returned).
+    var bufferedBytes = 0
+    var receivedFIN = false
+    var finDelivered = false
+    var readError: QUICError?
+    var reader: CheckedContinuation<ByteBuffer?, any Error>?
+
+    // Sending side.
+    var send = SendBuffer()
+    var finQueued = false
+    var finSent = false
+    var blocked = false
+    var queuedForSending = false
+    var writeError: QUICError?
+    /// Writers waiting for the unacknowledged total to drop under the limit.
+    var writers: [CheckedContinuation<Void, any Error>] = []
+
+    init(id: Int64) {
+        self.id = id
+    }
+
+    var isBidirectional: Bool { id & 0x2 == 0 }
+    var hasSomethingToSend: Bool {
+        writeError == nil && !blocked && (send.unsentBytes > 0 || (finQueued && !finSent))
+    }
+}
+
+/// The application protocol behind the public async stream API: buffers received data until
+/// a reader takes it (and only then returns flow-control credit), and holds written data
+/// until the peer acknowledges it (suspending writers above a limit).
+///
+/// Confined to the connection's event loop.
+final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
+    unowned let core: ConnectionCore
+    private var streams: [Int64: StreamState] = [:]
+    /// Streams with data (or a FIN) waiting to go, in round-robin order.
+    private var sendQueue = CircularBuffer<Int64>()
+    private let incomingContinuation: AsyncStream<QUICStream>.Continuation
+    let incomingStreams: AsyncStream<QUICStream>
+    private var openWaiters: [(bidirectional: Bool, continuation: CheckedContinuation<Int64, any Error>)] = []
+    private(set) var closeError: QUICError?
+    private(set) var isClosed = false
+    private let sendLimit: Int
+    /// Set when a connection object exists to hand incoming streams to.
+    weak var connection: QUICConnection?
+
+    init(core: ConnectionCore) {
+        self.core = core
+        self.sendLimit = core.configuration.streamSendBufferLimit
+        (incomingStreams, incomingContinuation) = AsyncStream.makeStream(of: QUICStream.self)
+    }
+
+    // MARK: Operations (called on the event loop by QUICStream / QUICConnection)
+
+    func state(for id: Int64) -> StreamState {
+        if let state = streams[id] { return state }
+        let state = StreamState(id: id)
+        streams[id] = state
+        return state
+    }
+
+    /// Opens a stream now, or waits until the peer's limit allows one.
+    func openStream(bidirectional: Bool, continuation: CheckedContinuation<Int64, any Error>) {
+        if isClosed {
+            continuation.resume(throwing: closeError ?? .connectionClosed)
+            return
+        }
+        do throws(QUICError) {
+            if openWaiters.isEmpty, let id = try core.openStream(bidirectional: bidirectional) {
+                _ = state(for: id)
+                continuation.resume(returning: id)
+            } else {
+                openWaiters.append((bidirectional, continuation))
+            }
+        } catch {
+            continuation.resume(throwing: error)
+        }
+    }
+
+    func read(_ stream: StreamState, continuation: CheckedContinuation<ByteBuffer?, any Error>) {
+        if let chunk = stream.inbound.popFirst() {
+            consumed(stream, chunk.readableBytes)
+            continuation.resume(returning: chunk)
+        } else if let error = stream.readError {
+            continuation.resume(throwing: error)
+        } else if stream.receivedFIN {
+            stream.finDelivered = true
+            continuation.resume(returning: nil)
+        } else if isClosed {
+            continuation.resume(throwing: closeError ?? .connectionClosed)
+        } else if stream.reader != nil {
+            continuation.resume(throwing: QUICError.invalidArgument("another read is already waiting on this stream"))
+        } else {
+            stream.reader = continuation
+        }
+    }
+
+    func cancelRead(_ stream: StreamState) {
+        stream.reader?.resume(throwing: CancellationError())
+        stream.reader = nil
+    }
+
+    /// Queues bytes once the unacknowledged total is under the limit.
+    func write(_ stream: StreamState, _ bytes: ByteBuffer, continuation: CheckedContinuation<Void, any Error>) {
+        if let error = stream.writeError ?? (isClosed ? (closeError ?? .connectionClosed) : nil) {
+            continuation.resume(throwing: error)
+            return
+        }
+        if stream.finQueued {
+            continuation.resume(throwing: QUICError.streamClosed)
+            return
+        }
+        bytes.withUnsafeReadableBytes { stream.send.append($0) }
+        enqueueForSending(stream)
+        core.scheduleWrite()
+        if stream.send.unacknowledgedBytes < sendLimit {
+            continuation.resume()
+        } else {
+            stream.writers.append(continuation)
+        }
+    }
+
+    func finish(_ stream: StreamState) throws(QUICError) {
+        if let error = stream.writeError { throw error }
+        if isClosed { throw closeError ?? .connectionClosed }
+        guard !stream.finQueued else { return }
+        stream.finQueued = true
+        enqueueForSending(stream)
+        core.scheduleWrite()
+    }
+
+    func reset(_ stream: StreamState, code: UInt64) {
+        guard stream.writeError == nil else { return }
+        stream.writeError = .streamClosed
+        failWriters(stream, .streamClosed)
+        core.resetStream(streamID: stream.id, applicationError: code)
+    }
+
+    func stopSending(_ stream: StreamState, code: UInt64) {
+        guard stream.readError == nil, !stream.receivedFIN else { return }
+        stream.readError = .streamClosed
+        // Bytes nobody will read: give their credit back to the connection.
+        core.extendConnectionWindow(by: stream.bufferedBytes)
+        stream.inbound.removeAll()
+        stream.bufferedBytes = 0
+        core.stopSending(streamID: stream.id, applicationError: code)
+    }
+
+    /// The stream state as a tuple the tests can inspect.
+    func sendProgress(_ stream: StreamState) -> (acked: UInt64, sent: UInt64, queued: UInt64) {
+        (stream.send.ackedOffset, stream.send.sentOffset, stream.send.endOffset)
+    }
+
+    private func consumed(_ stream: StreamState, _ count: Int) {
+        stream.bufferedBytes -= count
+        core.extendReceiveWindow(streamID: stream.id, by: count)
+    }
+
+    private func enqueueForSending(_ stream: StreamState) {
+        guard !stream.queuedForSending, stream.hasSomethingToSend else { return }
+        stream.queuedForSending = true
+        sendQueue.append(stream.id)
+    }
+
+    private func failWriters(_ stream: StreamState, _ error: QUICError) {
+        let writers = stream.writers
+        stream.writers.removeAll()
+        writers.forEach { $0.resume(throwing: error) }
+    }
+
+    private func failReader(_ stream: StreamState, _ error: QUICError) {
+        stream.reader?.resume(throwing: error)
+        stream.reader = nil
+    }
+
+    // MARK: QUICApplicationProtocol
+
+    func handshakeCompleted() throws(QUICError) {}
+
+    func streamOpened(streamID: Int64) {
+        let state = state(for: streamID)
+        if let connection {
+            incomingContinuation.yield(QUICStream(state: state, application: self, connection: connection))
+        }
+    }
+
+    func received(streamID: Int64, data: UnsafeRawBufferPointer, fin: Bool) throws(QUICError) {
+        let stream = state(for: streamID)
+        if stream.readError != nil {
+            // The reader is gone (STOP_SENDING): count the bytes as consumed.
+            core.extendReceiveWindow(streamID: streamID, by: data.count)
+            return
+        }
+        if !data.isEmpty {
+            var buffer = ByteBufferAllocator().buffer(capacity: data.count)
+            buffer.writeBytes(data)
+            stream.bufferedBytes += data.count
+            if let reader = stream.reader {
+                stream.reader = nil
+                consumed(stream, data.count)
+                reader.resume(returning: buffer)
+            } else {
+                stream.inbound.append(buffer)
+            }
+        }
+        if fin {
+            stream.receivedFIN = true
+            if let reader = stream.reader, stream.inbound.isEmpty {
+                stream.reader = nil
+                stream.finDelivered = true
+                reader.resume(returning: nil)
+            }
+        }
+    }
+
+    func acknowledged(streamID: Int64, offset: UInt64, length: UInt64) throws(QUICError) {
+        guard let stream = streams[streamID] else { return }
+        stream.send.acknowledge(upTo: offset + length)
+        if stream.send.unacknowledgedBytes < sendLimit, !stream.writers.isEmpty {
+            let writers = stream.writers
+            stream.writers.removeAll()
+            writers.forEach { $0.resume() }
+        }
+    }
+
+    func streamClosed(streamID: Int64, applicationErrorCode: UInt64?) {
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        if let code = applicationErrorCode, code != 0 {
+            if stream.readError == nil && !stream.receivedFIN { stream.readError = .streamReset(code: code) }
+        }
+        if stream.writeError == nil && !(stream.finQueued && stream.finSent) {
+            stream.writeError = applicationErrorCode.map { .streamStopSending(code: $0) } ?? .streamClosed
+        }
+        if let error = stream.readError { failReader(stream, error) }
+        if let error = stream.writeError { failWriters(stream, error) }
+    }
+
+    func streamReset(streamID: Int64, applicationErrorCode: UInt64) {
+        guard let stream = streams[streamID] else { return }
+        stream.readError = .streamReset(code: applicationErrorCode)
+        core.extendConnectionWindow(by: stream.bufferedBytes)
+        stream.inbound.removeAll()
+        stream.bufferedBytes = 0
+        failReader(stream, .streamReset(code: applicationErrorCode))
+    }
+
+    func streamStopSending(streamID: Int64, applicationErrorCode: UInt64) {
+        guard let stream = streams[streamID] else { return }
+        let error = QUICError.streamStopSending(code: applicationErrorCode)
+        if stream.writeError == nil { stream.writeError = error }
+        failWriters(stream, error)
+        // Answer with RESET_STREAM carrying the same code (RFC 9000, section 3.5).
+        core.resetStream(streamID: streamID, applicationError: applicationErrorCode)
+    }
+
+    func streamCreditAvailable(streamID: Int64) {
+        guard let stream = streams[streamID], stream.blocked else { return }
+        stream.blocked = false
+        enqueueForSending(stream)
+        core.scheduleWrite()
+    }
+
+    func streamLimitRaised(bidirectional: Bool) {
+        var index = 0
+        while index < openWaiters.count {
+            guard openWaiters[index].bidirectional == bidirectional else { index += 1; continue }
+            do throws(QUICError) {
+                guard let id = try core.openStream(bidirectional: bidirectional) else { return }
+                _ = state(for: id)
+                openWaiters.remove(at: index).continuation.resume(returning: id)
+            } catch {
+                openWaiters.remove(at: index).continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> PendingStreamData? {
+        while let id = sendQueue.first {
+            guard let stream = streams[id], stream.hasSomethingToSend else {
+                sendQueue.removeFirst()
+                streams[id]?.queuedForSending = false
+                continue
+            }
+            let count = stream.send.unsent(into: vectors)
+            let allQueued = stream.send.sentOffset + UInt64(total(vectors, count)) == stream.send.endOffset
+            return PendingStreamData(streamID: id, vectorCount: count, fin: stream.finQueued && allQueued)
+        }
+        return nil
+    }
+
+    func wrote(streamID: Int64, bytes: Int, fin: Bool) throws(QUICError) {
+        guard let stream = streams[streamID] else { return }
+        stream.send.markSent(bytes)
+        if fin { stream.finSent = true }
+        // Round robin: the stream goes to the back of the queue if it has more.
+        if sendQueue.first == streamID {
+            sendQueue.removeFirst()
+            stream.queuedForSending = false
+            enqueueForSending(stream)
+        }
+    }
+
+    func streamBlocked(streamID: Int64) {
+        guard let stream = streams[streamID] else { return }
+        stream.blocked = true
+    }
+
+    func streamWriteClosed(streamID: Int64) {
+        guard let stream = streams[streamID] else { return }
+        if stream.writeError == nil { stream.writeError = .streamClosed }
+        failWriters(stream, stream.writeError ?? .streamClosed)
+    }
+
+    func connectionClosed(error: QUICError?) {
+        guard !isClosed else { return }
+        isClosed = true
+        closeError = error
+        let failure = error ?? .connectionClosed
+        for stream in streams.values {
+            if stream.readError == nil && !stream.receivedFIN { stream.readError = failure }
+            if stream.writeError == nil { stream.writeError = failure }
+            failReader(stream, failure)
+            failWriters(stream, failure)
+        }
+        streams.removeAll()
+        sendQueue.removeAll()
+        let waiters = openWaiters
+        openWaiters.removeAll()
+        waiters.forEach { $0.continuation.resume(throwing: failure) }
+        incomingContinuation.finish()
+    }
+
+    private func total(_ vectors: UnsafeMutableBufferPointer<ngtcp2_vec>, _ count: Int) -> Int {
+        var sum = 0
+        for index in 0..<count { sum += vectors[index].len }
+        return sum
+    }
+}
