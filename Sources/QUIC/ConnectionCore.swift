@@ -2,6 +2,7 @@ internal import CGnuTLS
 internal import CNgtcp2
 internal import CNgtcp2CryptoGnuTLS
 import Logging
+import Glibc
 import NIOCore
 import QUICSocket
 
@@ -197,6 +198,8 @@ package final class ConnectionCore: @unchecked Sendable {
     var opaqueSelf: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
     private func setUpConnRef() {
+        writePath.initialize(to: ngtcp2_path_storage())
+        ngtcp2_path_storage_zero(writePath)
         connRef.initialize(to: ngtcp2_crypto_conn_ref(
             get_conn: { ref in
                 guard let ref, let userData = ref.pointee.user_data else { return nil }
@@ -377,6 +380,7 @@ package final class ConnectionCore: @unchecked Sendable {
             swift_ngtcp2_conn_read_pkt(conn, pathStorage.path, &info,
                                        raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count, Self.now())
         }
+        if debugEnabled { print("[\(isServer ? "S" : "C")] read \(datagram.buffer.readableBytes) from \(datagram.remoteAddress) rv=\(rv)") }
         if rv != 0 {
             handleReadError(rv)
             return
@@ -567,6 +571,7 @@ package final class ConnectionCore: @unchecked Sendable {
                     datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remote, ecn: ecnState))
                 }
             }
+            if debugEnabled { print("[\(isServer ? "S" : "C")] send \(datagrams.count) to \(remote) host=\(host != nil)") }
             host?.send(datagrams, from: self)
         }
         if let (liberr, error) = failure {
@@ -742,6 +747,7 @@ package final class ConnectionCore: @unchecked Sendable {
     }
 }
 
+let debugEnabled = getenv("H3_DEBUG") != nil
 /// The message ngtcp2 gives for an error code.
 func ngtcp2Message(_ code: Int32) -> String {
     guard let text = ngtcp2_strerror(code) else { return "ngtcp2 error \(code)" }
@@ -810,17 +816,24 @@ extension ConnectionCore {
                 try core.application?.acknowledged(streamID: streamID, offset: offset, length: length)
             }
         }
-        cb.stream_close = { _, flags, streamID, code, userData, _ in
+        cb.stream_close = { conn, flags, streamID, code, userData, _ in
+            guard let core = core(userData) else { return 0 }
             let hasCode = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0
-            core(userData)?.application?.streamClosed(streamID: streamID, applicationErrorCode: hasCode ? code : nil)
+            core.application?.streamClosed(streamID: streamID, applicationErrorCode: hasCode ? code : nil)
+            // ngtcp2 does not raise MAX_STREAMS by itself: give the peer a new stream for each
+            // of its streams that closes.
+            let peerInitiated = (streamID & 0x1 == 0) == core.isServer
+            if peerInitiated, let conn {
+                if streamID & 0x2 == 0 {
+                    ngtcp2_conn_extend_max_streams_bidi(conn, 1)
+                } else {
+                    ngtcp2_conn_extend_max_streams_uni(conn, 1)
+                }
+            }
             return 0
         }
         cb.stream_reset = { _, streamID, _, code, userData, _ in
             core(userData)?.application?.streamReset(streamID: streamID, applicationErrorCode: code)
-            return 0
-        }
-        cb.stream_stop_sending = { _, streamID, code, userData, _ in
-            core(userData)?.application?.streamStopSending(streamID: streamID, applicationErrorCode: code)
             return 0
         }
         cb.extend_max_stream_data = { _, streamID, _, userData, _ in

@@ -39,8 +39,6 @@ package protocol QUICApplicationProtocol: AnyObject {
     func streamClosed(streamID: Int64, applicationErrorCode: UInt64?)
     /// The peer reset its sending side of the stream (RESET_STREAM).
     func streamReset(streamID: Int64, applicationErrorCode: UInt64)
-    /// The peer asked us to stop sending on the stream (STOP_SENDING).
-    func streamStopSending(streamID: Int64, applicationErrorCode: UInt64)
     /// The peer raised the stream's flow-control limit: a blocked stream may send again.
     func streamCreditAvailable(streamID: Int64)
     /// The peer allows more streams to be opened.
@@ -52,7 +50,9 @@ package protocol QUICApplicationProtocol: AnyObject {
     func wrote(streamID: Int64, bytes: Int, fin: Bool) throws(QUICError)
     /// The stream cannot send until the peer raises its limit.
     func streamBlocked(streamID: Int64)
-    /// The stream's sending side is closed; stop offering its data.
+    /// The stream's sending side is closed (the peer sent STOP_SENDING, to which ngtcp2 answers
+    /// with RESET_STREAM itself; ngtcp2 0.12 reports the peer's code only in ``streamClosed``).
+    /// Stop offering its data.
     func streamWriteClosed(streamID: Int64)
     /// The connection closed. `error` is `nil` for a clean close with no error.
     func connectionClosed(error: QUICError?)

@@ -20,6 +20,8 @@ final class StreamState: @unchecked Sendable {
     var finQueued = false
     var finSent = false
     var blocked = false
+    /// The peer sent STOP_SENDING (its code is not known until the stream closes).
+    var writeShutByPeer = false
     var queuedForSending = false
     var writeError: QUICError?
     /// Writers waiting for the unacknowledged total to drop under the limit.
@@ -31,7 +33,7 @@ final class StreamState: @unchecked Sendable {
 
     var isBidirectional: Bool { id & 0x2 == 0 }
     var hasSomethingToSend: Bool {
-        writeError == nil && !blocked && (send.unsentBytes > 0 || (finQueued && !finSent))
+        writeError == nil && !blocked && !writeShutByPeer && (send.unsentBytes > 0 || (finQueued && !finSent))
     }
 }
 
@@ -118,6 +120,11 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         }
         if stream.finQueued {
             continuation.resume(throwing: QUICError.streamClosed)
+            return
+        }
+        if stream.writeShutByPeer {
+            // Fails with the peer's code once the stream closes (or without it after a grace period).
+            stream.writers.append(continuation)
             return
         }
         bytes.withUnsafeReadableBytes { stream.send.append($0) }
@@ -239,7 +246,11 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
             if stream.readError == nil && !stream.receivedFIN { stream.readError = .streamReset(code: code) }
         }
         if stream.writeError == nil && !(stream.finQueued && stream.finSent) {
-            stream.writeError = applicationErrorCode.map { .streamStopSending(code: $0) } ?? .streamClosed
+            if stream.writeShutByPeer, let code = applicationErrorCode {
+                stream.writeError = .streamStopSending(code: code)
+            } else {
+                stream.writeError = .streamClosed
+            }
         }
         if let error = stream.readError { failReader(stream, error) }
         if let error = stream.writeError { failWriters(stream, error) }
@@ -252,15 +263,6 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         stream.inbound.removeAll()
         stream.bufferedBytes = 0
         failReader(stream, .streamReset(code: applicationErrorCode))
-    }
-
-    func streamStopSending(streamID: Int64, applicationErrorCode: UInt64) {
-        guard let stream = streams[streamID] else { return }
-        let error = QUICError.streamStopSending(code: applicationErrorCode)
-        if stream.writeError == nil { stream.writeError = error }
-        failWriters(stream, error)
-        // Answer with RESET_STREAM carrying the same code (RFC 9000, section 3.5).
-        core.resetStream(streamID: streamID, applicationError: applicationErrorCode)
     }
 
     func streamCreditAvailable(streamID: Int64) {
@@ -316,9 +318,18 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     }
 
     func streamWriteClosed(streamID: Int64) {
-        guard let stream = streams[streamID] else { return }
-        if stream.writeError == nil { stream.writeError = .streamClosed }
-        failWriters(stream, stream.writeError ?? .streamClosed)
+        guard let stream = streams[streamID], stream.writeError == nil, !stream.writeShutByPeer else { return }
+        // The peer stopped reading. Its code arrives with the stream's close; writers wait for
+        // it a little (the peer usually finishes its side at once), then fail without it.
+        stream.writeShutByPeer = true
+        let grace = TimeAmount.milliseconds(500)
+        core.eventLoop.scheduleTask(in: grace) { [weak stream] in
+            guard let stream, stream.writeError == nil else { return }
+            stream.writeError = .streamClosed
+            let writers = stream.writers
+            stream.writers.removeAll()
+            writers.forEach { $0.resume(throwing: QUICError.streamClosed) }
+        }
     }
 
     func connectionClosed(error: QUICError?) {

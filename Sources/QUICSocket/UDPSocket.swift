@@ -158,7 +158,8 @@ extension UDPSocket: Sendable {}
 private final class UDPSocketHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
-    weak var delegate: (any UDPSocketDelegate)?
+    /// Strong: an open socket keeps its delegate (endpoint or client) alive; dropped on close.
+    var delegate: (any UDPSocketDelegate)?
     weak var socket: UDPSocket?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -175,6 +176,8 @@ private final class UDPSocketHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        let delegate = self.delegate
+        self.delegate = nil
         guard let socket, let delegate else { return }
         delegate.socketDidClose(socket)
     }

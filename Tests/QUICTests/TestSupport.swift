@@ -1,0 +1,187 @@
+import CGnuTLS
+import Foundation
+import NIOCore
+import NIOPosix
+@testable import QUIC
+
+/// A test PKI made at run time: a CA, a server leaf for localhost/127.0.0.1, written to files.
+struct TestPKI {
+    let directory: URL
+    let ca: GeneratedCertificate
+    let server: GeneratedCertificate
+    let caFile: String
+    let certFile: String
+    let keyFile: String
+
+    static let shared: TestPKI = {
+        do { return try TestPKI() } catch { preconditionFailure("cannot make test certificates: \(error)") }
+    }()
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("swift-h3-tests-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        ca = try CertificateGenerator.makeCertificateAuthority(commonName: "swift-h3 test CA")
+        server = try CertificateGenerator.makeLeaf(.init(commonName: "localhost", dnsNames: ["localhost"],
+                                                         ipAddresses: ["127.0.0.1", "::1"]), issuer: ca)
+        caFile = directory.appendingPathComponent("ca.pem").path
+        certFile = directory.appendingPathComponent("server.pem").path
+        keyFile = directory.appendingPathComponent("server.key").path
+        try ca.certificatePEM.write(toFile: caFile, atomically: true, encoding: .utf8)
+        try server.certificatePEM.write(toFile: certFile, atomically: true, encoding: .utf8)
+        try server.privateKeyPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
+    }
+
+    func serverTLS(alpn: [String] = ["test"]) -> QUICTLSConfiguration {
+        .makeServerConfiguration(certificateChain: .file(certFile), privateKey: .file(keyFile), applicationProtocols: alpn)
+    }
+
+    func clientTLS(alpn: [String] = ["test"], serverName: String? = "localhost") -> QUICTLSConfiguration {
+        var tls = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: alpn)
+        tls.trustRoots = .certificates(.file(caFile))
+        tls.serverName = serverName
+        return tls
+    }
+}
+
+struct TimeoutError: Error, CustomStringConvertible {
+    let seconds: Double
+    var description: String { "test step timed out after \(seconds) s" }
+}
+
+/// Runs `body`, failing with ``TimeoutError`` if it takes longer than `seconds`.
+func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            throw TimeoutError(seconds: seconds)
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { throw TimeoutError(seconds: seconds) }
+        return first
+    }
+}
+
+/// SHA-256 with GnuTLS, fed incrementally.
+struct SHA256 {
+    private var handle: gnutls_hash_hd_t?
+
+    init() { gnutls_hash_init(&handle, GNUTLS_DIG_SHA256) }
+
+    mutating func update(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { _ = gnutls_hash(handle, $0.baseAddress, $0.count) }
+    }
+
+    mutating func update(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { _ = gnutls_hash(handle, $0.baseAddress, $0.count) }
+    }
+
+    mutating func finalize() -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        gnutls_hash_deinit(handle, &digest)
+        handle = nil
+        return digest
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large payloads need no storage.
+struct PatternGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed | 1 }
+
+    mutating func next(_ count: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(count)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            var index = 0
+            while index < count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                var word = state
+                let n = min(8, count - index)
+                withUnsafeBytes(of: &word) { raw.baseAddress!.advanced(by: index).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                index += n
+            }
+            return count
+        }
+        return buffer
+    }
+}
+
+/// A server that echoes every stream: reads to FIN, writes the bytes back, finishes.
+final class EchoServer: Sendable {
+    let listener: QUICListener
+    let task: Task<Void, Never>
+
+    var port: Int { listener.localAddress.port ?? 0 }
+
+    init(configuration: QUICServerConfiguration) async throws {
+        listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: configuration)
+        let listener = self.listener
+        task = Task {
+            await withDiscardingTaskGroup { group in
+                for await connection in listener.connections {
+                    group.addTask { await EchoServer.serve(connection) }
+                }
+            }
+        }
+    }
+
+    static func serve(_ connection: QUICConnection) async {
+        await withDiscardingTaskGroup { group in
+            for await stream in connection.incomingStreams {
+                group.addTask {
+                    do {
+                        if stream.isBidirectional {
+                            while let chunk = try await stream.read() { try await stream.write(chunk) }
+                            try await stream.finish()
+                        } else {
+                            // Echo a unidirectional stream on a new unidirectional stream.
+                            let data = try await stream.readAll(limit: 16 << 20)
+                            let reply = try await connection.openStream(bidirectional: false)
+                            try await reply.write(data)
+                            try await reply.finish()
+                        }
+                    } catch {}
+                }
+            }
+        }
+    }
+
+    func close() async {
+        await listener.close()
+        task.cancel()
+    }
+}
+
+func serverConfiguration(alpn: [String] = ["test"], _ adjust: (inout QUICServerConfiguration) -> Void = { _ in }) -> QUICServerConfiguration {
+    var configuration = QUICServerConfiguration(quic: QUICConfiguration(tls: TestPKI.shared.serverTLS(alpn: alpn)))
+    adjust(&configuration)
+    return configuration
+}
+
+func clientConfiguration(alpn: [String] = ["test"], serverName: String? = "localhost",
+                         _ adjust: (inout QUICConfiguration) -> Void = { _ in }) -> QUICConfiguration {
+    var configuration = QUICConfiguration(tls: TestPKI.shared.clientTLS(alpn: alpn, serverName: serverName))
+    adjust(&configuration)
+    return configuration
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released; good enough for a test's next step).
+func freeUDPPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+            guard bind(fd, pointer, length) == 0 else { return -1 }
+            return getsockname(fd, pointer, &length)
+        }
+    }
+    guard bound == 0 else { throw QUICError.internalError("cannot find a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
