@@ -54,6 +54,7 @@ let package = Package(
                 "QUIC", "QUICSocket", "CNgtcp2", "CGnuTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

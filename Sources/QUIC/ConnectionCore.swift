@@ -126,6 +126,7 @@ package final class ConnectionCore: @unchecked Sendable {
         self.conn = conn
         ngtcp2_conn_set_tls_native_handle(conn, UnsafeMutableRawPointer(tls.handle))
         activeConnectionIDs.insert(scid)
+        applyKeepAlive()
     }
 
     /// A server connection for a client's first Initial packet.
@@ -181,6 +182,7 @@ package final class ConnectionCore: @unchecked Sendable {
         self.conn = conn
         ngtcp2_conn_set_tls_native_handle(conn, UnsafeMutableRawPointer(tls.handle))
         self.initialDestinationID = ConnectionID(header.pointee.dcid)
+        applyKeepAlive()
         activeConnectionIDs.insert(scid)
         host.register(scid, for: self)
         if let current = initialDestinationID {
@@ -193,6 +195,12 @@ package final class ConnectionCore: @unchecked Sendable {
         if let conn { ngtcp2_conn_del(conn) }
         connRef.deallocate()
         writePath.deallocate()
+    }
+
+    private func applyKeepAlive() {
+        if let keepAlive = configuration.keepAliveInterval, let conn {
+            ngtcp2_conn_set_keep_alive_timeout(conn, keepAlive.nanoseconds)
+        }
     }
 
     var opaqueSelf: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
@@ -245,9 +253,6 @@ package final class ConnectionCore: @unchecked Sendable {
     func start() -> EventLoopFuture<Void> {
         eventLoop.preconditionInEventLoop()
         let future = handshakePromise?.futureResult ?? eventLoop.makeSucceededVoidFuture()
-        if let keepAlive = configuration.keepAliveInterval, let conn {
-            ngtcp2_conn_set_keep_alive_timeout(conn, keepAlive.nanoseconds)
-        }
         writePackets()
         return future
     }
@@ -853,6 +858,18 @@ extension ConnectionCore {
 }
 
 extension ConnectionCore {
+    /// Switches to a new local address at once (the client moved to another socket).
+    func migrate(to localAddress: SocketAddress) throws(QUICError) {
+        guard state == .established, let conn else {
+            throw state == .handshaking ? .invalidArgument("cannot migrate before the handshake completes")
+                                        : (closeError ?? .connectionClosed)
+        }
+        pathStorage.setLocal(localAddress)
+        let rv = ngtcp2_conn_initiate_immediate_migration(conn, pathStorage.path, Self.now())
+        guard rv == 0 else { throw .invalidArgument("migration refused: \(ngtcp2Message(rv))") }
+        writePackets()
+    }
+
     /// Ends the connection at once because of something outside QUIC (the socket failed, the
     /// peer's port is closed): no CONNECTION_CLOSE is sent.
     func fail(with error: QUICError) {

@@ -72,8 +72,8 @@ public enum QUICClient {
 
 /// The socket owner for one client connection: a connected UDP socket, so an ICMP
 /// port-unreachable surfaces at once as `ECONNREFUSED`.
-final class ClientHost: ConnectionHost, UDPSocketDelegate {
-    let socket: UDPSocket
+final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
+    private(set) var socket: UDPSocket
     /// Strong: the host keeps the connection alive until it finishes.
     var connection: ConnectionCore?
 
@@ -102,6 +102,7 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate {
     }
 
     func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
+        guard socket === self.socket else { return }
         connection?.receive(datagram)
     }
 
@@ -113,6 +114,31 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate {
     }
 
     func socketDidClose(_ socket: UDPSocket) {
+        guard socket === self.socket else { return }
         connection?.fail(with: .connectionClosed)
+    }
+}
+
+extension ClientHost {
+    /// Moves the connection to a new local socket (connection migration, RFC 9000 section 9):
+    /// opens a socket bound to `localHost`:`localPort`, switches the connection's path to it,
+    /// and closes the old one. Packets in flight to the old address are recovered by QUIC.
+    func migrate(localHost: String?, localPort: Int) async throws {
+        guard let connection else { throw QUICError.connectionClosed }
+        let remote = connection.remoteAddress
+        let newSocket = try await UDPSocket.connect(to: remote, localHost: localHost, localPort: localPort,
+                                                    on: socket.eventLoop)
+        try await socket.eventLoop.submit { () throws -> Void in
+            guard let connection = self.connection, connection.isOpen else {
+                newSocket.close()
+                throw QUICError.connectionClosed
+            }
+            let old = self.socket
+            self.socket = newSocket
+            newSocket.setDelegate(self)
+            old.setDelegate(nil)
+            old.close()
+            try connection.migrate(to: newSocket.localAddress ?? remote)
+        }.get()
     }
 }

@@ -68,6 +68,29 @@ public final class QUICConnection: Sendable {
         }.get()
     }
 
+    /// Moves a client connection to a new local address and port (connection migration). The
+    /// server validates the new path; streams carry on.
+    ///
+    /// - Parameters:
+    ///   - localHost: the local IP address to bind, or `nil` for any.
+    ///   - localPort: the local port, or 0 for any free one.
+    /// - Throws: ``QUICError/invalidArgument(_:)`` on a server connection, before the handshake
+    ///   completes, or when the peer disabled active migration.
+    public func migrate(localHost: String? = nil, localPort: Int = 0) async throws {
+        guard !core.isServer, let host = core.host as? ClientHost else {
+            throw QUICError.invalidArgument("only a client connection can migrate")
+        }
+        try await host.migrate(localHost: localHost, localPort: localPort)
+    }
+
+    /// The local address of the connection's current path.
+    public var localAddress: SocketAddress {
+        get async throws {
+            let core = self.core
+            return try await core.eventLoop.submit { core.localAddress }.get()
+        }
+    }
+
     /// Whether the TLS session was resumed.
     package func isResumed() async throws -> Bool {
         let core = self.core

@@ -190,7 +190,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         connection.application = makeApplication(connection)
         connections[ObjectIdentifier(connection)] = connection
         statistics.connectionsAccepted += 1
-        _ = connection.start()
+        // Read first: ngtcp2 derives the Initial keys from the client's first packet.
         connection.receive(datagram)
     }
 
