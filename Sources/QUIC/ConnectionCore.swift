@@ -2,7 +2,6 @@ internal import CGnuTLS
 internal import CNgtcp2
 internal import CNgtcp2CryptoGnuTLS
 import Logging
-import Glibc
 import NIOCore
 import QUICSocket
 
@@ -385,7 +384,8 @@ package final class ConnectionCore: @unchecked Sendable {
             swift_ngtcp2_conn_read_pkt(conn, pathStorage.path, &info,
                                        raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count, Self.now())
         }
-        if debugEnabled { print("[\(isServer ? "S" : "C")] read \(datagram.buffer.readableBytes) from \(datagram.remoteAddress) rv=\(rv)") }
+        logger.trace("read packet", metadata: ["bytes": "\(datagram.buffer.readableBytes)", "from": "\(datagram.remoteAddress)",
+                                               "rv": "\(rv)"])
         if rv != 0 {
             handleReadError(rv)
             return
@@ -576,7 +576,7 @@ package final class ConnectionCore: @unchecked Sendable {
                     datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remote, ecn: ecnState))
                 }
             }
-            if debugEnabled { print("[\(isServer ? "S" : "C")] send \(datagrams.count) to \(remote) host=\(host != nil)") }
+            logger.trace("write packets", metadata: ["count": "\(datagrams.count)", "to": "\(remote)"])
             host?.send(datagrams, from: self)
         }
         if let (liberr, error) = failure {
@@ -752,7 +752,6 @@ package final class ConnectionCore: @unchecked Sendable {
     }
 }
 
-let debugEnabled = getenv("H3_DEBUG") != nil
 /// The message ngtcp2 gives for an error code.
 func ngtcp2Message(_ code: Int32) -> String {
     guard let text = ngtcp2_strerror(code) else { return "ngtcp2 error \(code)" }
