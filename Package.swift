@@ -11,11 +11,14 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "QUIC", targets: ["QUIC"]),
+        .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
+        .library(name: "HTTP3", targets: ["HTTP3"]),
         .executable(name: "quic-demo", targets: ["quic-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // System libraries (Debian packages). Shims wrap the function-like macros
@@ -49,6 +52,28 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The transport-neutral HTTP API: round trippers, handlers, bodies.
+        .target(
+            name: "HTTPAPI",
+            dependencies: [
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // HTTP/3 over nghttp3: the client transport and the server.
+        .target(
+            name: "HTTP3",
+            dependencies: [
+                "CNghttp3", "CNgtcp2", "QUIC", "QUICSocket", "HTTPAPI",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "quic-demo",
             dependencies: ["QUIC", .product(name: "NIOCore", package: "swift-nio")],
@@ -58,6 +83,17 @@ let package = Package(
             name: "QUICTests",
             dependencies: [
                 "QUIC", "QUICSocket", "CNgtcp2", "CGnuTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "HTTP3Tests",
+            dependencies: [
+                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -40,7 +40,7 @@ package final class ConnectionCore: @unchecked Sendable {
     }
 
     package let eventLoop: any EventLoop
-    let isServer: Bool
+    package let isServer: Bool
     let configuration: QUICConfiguration
     let logger: Logger
     private(set) var conn: OpaquePointer?
@@ -263,7 +263,7 @@ package final class ConnectionCore: @unchecked Sendable {
     }
 
     /// Whether the connection can still carry data.
-    var isOpen: Bool { state == .handshaking || state == .established }
+    package var isOpen: Bool { state == .handshaking || state == .established }
 
     /// Closes the connection with an application error code (0 = no error) and reason.
     package func close(applicationError code: UInt64, reason: String) {
@@ -661,6 +661,13 @@ package final class ConnectionCore: @unchecked Sendable {
         _ = ngtcp2_conn_shutdown_stream(conn, streamID, code)
         scheduleWrite()
     }
+
+    /// The server name the client sent in SNI (server side).
+    package var tlsServerName: String? { tls.requestedServerName }
+    /// The peer's certificate (DER), if it sent one.
+    package var peerCertificate: [UInt8]? { tls.peerCertificate }
+    /// Why the connection ended, once it has.
+    package var terminationError: QUICError? { closeError }
 
     /// The negotiated ALPN protocol.
     package var negotiatedApplicationProtocol: String? { tls.negotiatedApplicationProtocol }

@@ -36,7 +36,7 @@ public enum QUICClient {
     package static func connectCore(host: String, port: Int, configuration: QUICConfiguration,
                                     socketOptions: UDPSocketOptions, eventLoopGroup: any EventLoopGroup,
                                     logger: Logger, initialToken: [UInt8]?,
-                                    makeApplication: @escaping @Sendable (ConnectionCore) -> any QUICApplicationProtocol)
+                                    makeApplication: @escaping @Sendable (ConnectionCore) throws -> any QUICApplicationProtocol)
         async throws -> ConnectionCore {
         try configuration.validate()
         let credentials = try TLSCredentials(configuration: configuration.tls, isServer: false)
@@ -56,7 +56,7 @@ public enum QUICClient {
                 let core = try ConnectionCore(clientWith: configuration, credentials: credentials, serverName: serverName,
                                               path: path, eventLoop: eventLoop, host: host, logger: logger,
                                               initialToken: initialToken)
-                core.application = makeApplication(core)
+                core.application = try makeApplication(core)
                 host.connection = core
                 socket.setDelegate(host)
                 return core

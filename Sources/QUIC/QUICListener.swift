@@ -52,7 +52,7 @@ public final class QUICListener: Sendable {
     package static func bindEndpoint(host: String, port: Int, configuration: QUICServerConfiguration,
                                      socketOptions: UDPSocketOptions, eventLoopGroup: any EventLoopGroup,
                                      logger: Logger,
-                                     makeApplication: @escaping @Sendable (ConnectionCore) -> any QUICApplicationProtocol,
+                                     makeApplication: @escaping @Sendable (ConnectionCore) throws -> any QUICApplicationProtocol,
                                      onEstablished: @escaping @Sendable (ConnectionCore) -> Void) async throws -> ServerEndpoint {
         let eventLoop = eventLoopGroup.next()
         let socket = try await UDPSocket.bind(host: host, port: port, options: socketOptions, on: eventLoop)

@@ -1,4 +1,4 @@
-internal import CNgtcp2
+package import CNgtcp2
 
 /// Outgoing bytes of one stream, kept at stable addresses from the moment they are queued
 /// until the peer acknowledges them (ngtcp2 does not copy stream data: it keeps pointers for
@@ -6,7 +6,7 @@ internal import CNgtcp2
 ///
 /// Offsets are stream offsets. `acked ≤ sent ≤ end`. Memory is released chunk by chunk as the
 /// acknowledged offset passes each chunk's end. Not thread-safe.
-struct SendBuffer: ~Copyable {
+package struct SendBuffer: ~Copyable {
     private struct Chunk {
         let memory: UnsafeMutableRawBufferPointer
         let start: UInt64
@@ -18,13 +18,13 @@ struct SendBuffer: ~Copyable {
     private var firstChunk = 0
     private let chunkSize: Int
     /// Everything below this offset has been acknowledged.
-    private(set) var ackedOffset: UInt64 = 0
+    package private(set) var ackedOffset: UInt64 = 0
     /// Everything below this offset has been handed to ngtcp2.
-    private(set) var sentOffset: UInt64 = 0
+    package private(set) var sentOffset: UInt64 = 0
     /// One past the last queued byte.
-    private(set) var endOffset: UInt64 = 0
+    package private(set) var endOffset: UInt64 = 0
 
-    init(chunkSize: Int = 64 << 10) {
+    package init(chunkSize: Int = 64 << 10) {
         self.chunkSize = chunkSize
     }
 
@@ -35,12 +35,12 @@ struct SendBuffer: ~Copyable {
     }
 
     /// Bytes queued or in flight that the peer has not yet acknowledged.
-    var unacknowledgedBytes: Int { Int(endOffset - ackedOffset) }
+    package var unacknowledgedBytes: Int { Int(endOffset - ackedOffset) }
     /// Bytes queued but not yet handed to ngtcp2.
-    var unsentBytes: Int { Int(endOffset - sentOffset) }
+    package var unsentBytes: Int { Int(endOffset - sentOffset) }
 
     /// Copies `bytes` to the end of the buffer.
-    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+    package mutating func append(_ bytes: UnsafeRawBufferPointer) {
         var remaining = bytes[...]
         while !remaining.isEmpty {
             if chunks.count == firstChunk || chunks[chunks.count - 1].used == chunkSize {
@@ -60,7 +60,7 @@ struct SendBuffer: ~Copyable {
 
     /// Fills `vectors` with the unsent bytes, starting at ``sentOffset``. Returns how many
     /// vectors were filled.
-    func unsent(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> Int {
+    package func unsent(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> Int {
         var filled = 0
         var offset = sentOffset
         var index = chunkIndex(containing: offset)
@@ -80,12 +80,12 @@ struct SendBuffer: ~Copyable {
     }
 
     /// Records that ngtcp2 took `count` more bytes.
-    mutating func markSent(_ count: Int) {
+    package mutating func markSent(_ count: Int) {
         sentOffset = min(endOffset, sentOffset + UInt64(count))
     }
 
     /// Records that the peer acknowledged everything below `offset`, and frees what it can.
-    mutating func acknowledge(upTo offset: UInt64) {
+    package mutating func acknowledge(upTo offset: UInt64) {
         guard offset > ackedOffset else { return }
         ackedOffset = min(offset, endOffset)
         while firstChunk < chunks.count {

@@ -51,7 +51,7 @@ package struct EndpointStatistics: Sendable {
 ///
 /// Confined to the socket's event loop.
 package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
-    let socket: UDPSocket
+    package let socket: UDPSocket
     let configuration: QUICServerConfiguration
     let credentials: TLSCredentials
     let logger: Logger
@@ -59,16 +59,17 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     private let retryTokens: RetryTokenCodec
     private var routes: [ConnectionID: ConnectionCore] = [:]
     private var connections: [ObjectIdentifier: ConnectionCore] = [:]
-    private let makeApplication: (ConnectionCore) -> any QUICApplicationProtocol
+    private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
     private let onEstablished: (ConnectionCore) -> Void
     private(set) var statistics = EndpointStatistics()
     private var closing = false
+    private var accepting = true
     private let closedPromise: EventLoopPromise<Void>
     /// Connections being closed; the socket closes when this reaches zero.
     private var allClosedWaiter: EventLoopPromise<Void>?
 
     init(socket: UDPSocket, configuration: QUICServerConfiguration, logger: Logger,
-         makeApplication: @escaping (ConnectionCore) -> any QUICApplicationProtocol,
+         makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
          onEstablished: @escaping (ConnectionCore) -> Void) throws(QUICError) {
         try configuration.quic.validate()
         if configuration.maxConnections < 1 { throw .invalidArgument("maxConnections must be at least 1") }
@@ -87,10 +88,10 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         self.closedPromise = socket.eventLoop.makePromise()
     }
 
-    var eventLoop: any EventLoop { socket.eventLoop }
-    var closeFuture: EventLoopFuture<Void> { closedPromise.futureResult }
+    package var eventLoop: any EventLoop { socket.eventLoop }
+    package var closeFuture: EventLoopFuture<Void> { closedPromise.futureResult }
 
-    var currentStatistics: EndpointStatistics {
+    package var currentStatistics: EndpointStatistics {
         var stats = statistics
         stats.openConnections = connections.count
         stats.routedConnectionIDs = routes.count
@@ -140,7 +141,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     // MARK: New connections
 
     private func acceptInitial(_ datagram: InboundDatagram) {
-        guard !closing else { statistics.droppedDatagrams += 1; return }
+        guard accepting, !closing else { statistics.droppedDatagrams += 1; return }
         var header = ngtcp2_pkt_hd()
         let rv = datagram.buffer.withUnsafeReadableBytes { raw -> Int32 in
             guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return -1 }
@@ -187,7 +188,13 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             statistics.droppedDatagrams += 1
             return
         }
-        connection.application = makeApplication(connection)
+        do {
+            connection.application = try makeApplication(connection)
+        } catch {
+            logger.warning("could not start the application protocol", metadata: ["error": "\(error)"])
+            connection.abandon()
+            return
+        }
         connections[ObjectIdentifier(connection)] = connection
         statistics.connectionsAccepted += 1
         // Read first: ngtcp2 derives the Initial keys from the client's first packet.
@@ -298,8 +305,9 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
 
     // MARK: Shutdown
 
-    /// Closes every connection with NO_ERROR, waits out their closing periods, then closes the socket.
-    func close() {
+    /// Closes every connection with `applicationError`, waits out their closing periods, then
+    /// closes the socket.
+    package func close(applicationError: UInt64 = 0) {
         guard !closing else { return }
         closing = true
         if connections.isEmpty {
@@ -308,9 +316,14 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         for connection in Array(connections.values) {
             if connection.isOpen {
-                connection.close(applicationError: 0, reason: "server shutting down")
+                connection.close(applicationError: applicationError, reason: "server shutting down")
             }
         }
+    }
+
+    /// Stops accepting new connections (Initials are dropped); existing ones carry on.
+    package func stopAccepting() {
+        accepting = false
     }
 
     /// Forgets every connection without telling the peers (a crash, as far as they can tell).

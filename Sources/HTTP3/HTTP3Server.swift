@@ -1,0 +1,185 @@
+import HTTPAPI
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOPosix
+import QUIC
+import QUICSocket
+
+/// Settings of an HTTP/3 server.
+public struct HTTP3ServerConfiguration: Sendable {
+    /// The address to bind.
+    public var host: String
+    /// The UDP port to bind (0 picks a free one).
+    public var port: Int
+    /// QUIC settings, TLS included. The ALPN list is set to `h3`.
+    public var quic: QUICServerConfiguration
+    /// HTTP/3 settings.
+    public var http3: HTTP3Settings
+    /// How long a graceful shutdown waits for requests in flight before closing anyway.
+    public var gracefulShutdownTimeout: Duration
+
+    /// Creates server settings for a certificate chain and key.
+    public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration,
+                http3: HTTP3Settings = HTTP3Settings(), gracefulShutdownTimeout: Duration = .seconds(10)) {
+        var tls = tls
+        tls.applicationProtocols = ["h3"]
+        self.host = host
+        self.port = port
+        self.quic = QUICServerConfiguration(quic: QUICConfiguration(tls: tls))
+        self.http3 = http3
+        self.gracefulShutdownTimeout = gracefulShutdownTimeout
+    }
+}
+
+/// An HTTP/3 server running an ``HTTPHandler``.
+///
+/// ```swift
+/// let server = try await HTTP3Server.bind(configuration: config, handler: ClosureHTTPHandler { request, body, context, response in
+///     try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "hello"))
+/// })
+/// ...
+/// await server.shutdown()   // GOAWAY, requests in flight finish, then close
+/// ```
+public final class HTTP3Server: Sendable {
+    let endpoint: ServerEndpoint
+    let state: HTTP3ServerState
+    /// The bound address.
+    public let localAddress: SocketAddress
+
+    private init(endpoint: ServerEndpoint, state: HTTP3ServerState, localAddress: SocketAddress) {
+        self.endpoint = endpoint
+        self.state = state
+        self.localAddress = localAddress
+    }
+
+    /// Binds and starts serving.
+    public static func bind(configuration: HTTP3ServerConfiguration, handler: some HTTPHandler,
+                            socketOptions: UDPSocketOptions = .init(),
+                            eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            logger: Logger = Logger(label: "swift-h3.http3.server")) async throws -> HTTP3Server {
+        var quic = configuration.quic
+        quic.quic.tls.applicationProtocols = ["h3"]
+        let state = HTTP3ServerState(handler: handler, settings: configuration.http3, logger: logger,
+                                     shutdownTimeout: configuration.gracefulShutdownTimeout)
+        let maxStreams = quic.quic.maxIncomingBidirectionalStreams
+        let endpoint = try await QUICListener.bindEndpoint(
+            host: configuration.host, port: configuration.port, configuration: quic, socketOptions: socketOptions,
+            eventLoopGroup: eventLoopGroup, logger: logger,
+            makeApplication: { core in
+                let session = try HTTP3Session(core: core, role: .server, settings: configuration.http3,
+                                               maxIncomingStreams: maxStreams, logger: logger)
+                state.add(session)
+                return session
+            },
+            onEstablished: { _ in })
+        guard let address = endpoint.socket.localAddress else {
+            throw QUICError.internalError("the bound socket has no local address")
+        }
+        return HTTP3Server(endpoint: endpoint, state: state, localAddress: address)
+    }
+
+    /// Shuts down gracefully: new connections and requests are refused (GOAWAY), requests in
+    /// flight finish (up to the configured timeout), then every connection closes.
+    public func shutdown() async {
+        let endpoint = self.endpoint, state = self.state
+        let drained = try? await endpoint.eventLoop.submit { () -> EventLoopFuture<Void> in
+            endpoint.stopAccepting()
+            return state.beginShutdown(on: endpoint.eventLoop)
+        }.get()
+        _ = try? await drained?.get()
+        endpoint.eventLoop.execute { endpoint.close(applicationError: HTTP3ErrorCode.noError) }
+        try? await endpoint.closeFuture.get()
+    }
+
+    /// Counters of the server's connections (for diagnostics and tests).
+    package func statistics() async throws -> [HTTP3SessionStatistics] {
+        let state = self.state
+        return try await endpoint.eventLoop.submit { state.sessionStatistics() }.get()
+    }
+}
+
+/// The server's mutable state. Confined to the endpoint's event loop.
+final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
+    let handler: any HTTPHandler
+    let settings: HTTP3Settings
+    let logger: Logger
+    let shutdownTimeout: Duration
+    private var sessions: [ObjectIdentifier: HTTP3Session] = [:]
+    private var closedStatistics: [HTTP3SessionStatistics] = []
+    private var drainedPromise: EventLoopPromise<Void>?
+
+    init(handler: any HTTPHandler, settings: HTTP3Settings, logger: Logger, shutdownTimeout: Duration) {
+        self.handler = handler
+        self.settings = settings
+        self.logger = logger
+        self.shutdownTimeout = shutdownTimeout
+    }
+
+    func add(_ session: HTTP3Session) {
+        session.delegate = self
+        sessions[ObjectIdentifier(session)] = session
+    }
+
+    func sessionStatistics() -> [HTTP3SessionStatistics] {
+        closedStatistics + sessions.values.map(\.statistics)
+    }
+
+    func beginShutdown(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        drainedPromise = promise
+        for session in sessions.values { session.beginGracefulShutdown() }
+        if sessions.isEmpty { completeDrain() }
+        let timeout = TimeAmount.nanoseconds(Int64(shutdownTimeout.components.seconds) * 1_000_000_000
+                                             + shutdownTimeout.components.attoseconds / 1_000_000_000)
+        eventLoop.scheduleTask(in: timeout) { [self] in completeDrain() }
+        return promise.futureResult
+    }
+
+    private func completeDrain() {
+        let promise = drainedPromise
+        drainedPromise = nil
+        promise?.succeed(())
+    }
+
+    func session(_ session: HTTP3Session, didReceiveRequest stream: RequestStream, head: HTTPRequest) {
+        let core = session.core
+        let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: core.remoteAddress.description,
+                                         localAddress: core.localAddress.description,
+                                         tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate)
+        let length = head.headerFields[.contentLength].flatMap { Int64($0) }
+        let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)
+        let writer = HTTP3MessageWriter(stream: stream, session: session)
+        let sink = HTTP3ResponseSink(writer: writer, isHead: head.method == .head)
+        let handler = self.handler, logger = self.logger
+        Task {
+            do {
+                try await handler.handle(head, body: body, context: context, response: HTTPResponseWriter(sink: sink))
+                try await sink.finish(trailers: nil)
+            } catch {
+                logger.debug("handler failed", metadata: ["path": "\(head.path ?? "")", "error": "\(error)"])
+                if !sink.headSent {
+                    var response = HTTPResponse(status: .internalServerError)
+                    response.headerFields[.contentLength] = "0"
+                    do {
+                        try await sink.writeHead(response)
+                        try await sink.finish(trailers: nil)
+                    } catch {
+                        writer.reset(code: HTTP3ErrorCode.internalError)
+                    }
+                } else if !sink.finished {
+                    writer.reset(code: HTTP3ErrorCode.internalError)
+                }
+            }
+            // The response is complete: the server no longer needs what the client still sends.
+            session.eventLoop.execute { session.cancelReading(stream, error: .responseFinished, code: HTTP3ErrorCode.noError) }
+        }
+    }
+
+    func sessionDidClose(_ session: HTTP3Session, error: QUICError?) {
+        if sessions.removeValue(forKey: ObjectIdentifier(session)) != nil {
+            closedStatistics.append(session.statistics)
+        }
+        if sessions.isEmpty { completeDrain() }
+    }
+}

@@ -1,0 +1,405 @@
+import HTTPAPI
+import HTTPTypes
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import QUIC
+import QUICSocket
+
+/// An HTTP/3 client: an ``HTTPRoundTripper`` that pools QUIC connections per origin.
+///
+/// Requests to one origin share a connection and run concurrently up to the server's stream
+/// limit (MAX_STREAMS); further requests wait for a stream. A connection that received GOAWAY
+/// takes no new requests, and requests it did not process are retried on a new connection
+/// when their body can be replayed. Idle connections close after a timeout.
+public final class HTTP3Transport: HTTPRoundTripper {
+    /// Client settings.
+    public struct Configuration: Sendable {
+        /// TLS settings; the ALPN list is set to `h3`. Verification is on by default.
+        public var tls: QUICTLSConfiguration
+        /// QUIC transport settings (timeouts, windows); `tls` above replaces its TLS part.
+        public var quic: QUICConfiguration
+        /// HTTP/3 settings.
+        public var http3: HTTP3Settings
+        /// A connection with no request for this long is closed.
+        public var idleConnectionTimeout: Duration
+        /// Fixed addresses for host names, as `"host:port" -> "address"` (curl's `--resolve`).
+        public var resolve: [String: String]
+
+        /// Creates settings with defaults.
+        public init(tls: QUICTLSConfiguration = .makeClientConfiguration(applicationProtocols: ["h3"]),
+                    http3: HTTP3Settings = HTTP3Settings(), idleConnectionTimeout: Duration = .seconds(60),
+                    resolve: [String: String] = [:]) {
+            var tls = tls
+            tls.applicationProtocols = ["h3"]
+            self.tls = tls
+            self.quic = QUICConfiguration(tls: tls)
+            self.http3 = http3
+            self.idleConnectionTimeout = idleConnectionTimeout
+            self.resolve = resolve
+        }
+    }
+
+    let configuration: Configuration
+    let eventLoopGroup: any EventLoopGroup
+    let logger: Logger
+    private let pool: HTTP3ConnectionPool
+
+    /// Creates a transport. Call ``shutdown()`` when done.
+    public init(configuration: Configuration = Configuration(),
+                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger = Logger(label: "swift-h3.http3.client")) {
+        var configuration = configuration
+        configuration.tls.applicationProtocols = ["h3"]
+        configuration.quic.tls = configuration.tls
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.pool = HTTP3ConnectionPool()
+    }
+
+    public func roundTrip(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions) async throws -> HTTPClientResponse {
+        let origin = try Origin(request)
+        let started = ContinuousClock.now
+        if let timeout = options.timeout {
+            return try await withDeadline(timeout) {
+                try await self.send(request, body: body, options: options, origin: origin, started: started)
+            }
+        }
+        return try await send(request, body: body, options: options, origin: origin, started: started)
+    }
+
+    private func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, origin: Origin,
+                      started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
+        var request = request
+        if request.scheme == nil { request.scheme = "https" }
+        if let length = body?.length, request.headerFields[.contentLength] == nil, request.method != .get || length > 0 {
+            request.headerFields[.contentLength] = String(length)
+        }
+        // A body that is not bytes in memory cannot be sent twice.
+        let replayable: Bool
+        switch body?.storage {
+        case .none, .bytes: replayable = true
+        case .source, .sequence: replayable = false
+        }
+        var attempt = 0
+        while true {
+            attempt += 1
+            let (connection, reused, connectTime) = try await pool.connection(for: origin) {
+                try await HTTP3ClientConnection.connect(origin: origin, transport: self)
+            }
+            do {
+                return try await connection.send(request, body: body, options: options, reused: reused,
+                                                 connectTime: connectTime, started: started)
+            } catch HTTPError.requestRejected where replayable && attempt < 3 {
+                // GOAWAY or H3_REQUEST_REJECTED: the server did not process it. Try a fresh connection.
+                await pool.remove(connection)
+                continue
+            }
+        }
+    }
+
+    /// Closes every pooled connection.
+    public func shutdown() async {
+        for connection in await pool.removeAll() {
+            await connection.close()
+        }
+    }
+
+    /// Counters of the transport's connections (for diagnostics and tests).
+    package func statistics() async -> (connectionsOpened: Int, sessions: [HTTP3SessionStatistics]) {
+        let (opened, connections) = await pool.snapshot()
+        var sessions: [HTTP3SessionStatistics] = []
+        for connection in connections {
+            if let stats = try? await connection.statistics() { sessions.append(stats) }
+        }
+        return (opened, sessions)
+    }
+}
+
+/// Where requests go: scheme, host and port.
+struct Origin: Hashable, Sendable, CustomStringConvertible {
+    let host: String
+    let port: Int
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    init(_ request: HTTPRequest) throws(HTTPError) {
+        if let scheme = request.scheme, scheme.lowercased() != "https" {
+            throw .invalidRequest("HTTP/3 needs an https URL, not \(scheme)")
+        }
+        guard let authority = request.authority, !authority.isEmpty else {
+            throw .invalidRequest("the request has no authority (host)")
+        }
+        var host = authority
+        var port = 443
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw .invalidRequest("bad IPv6 authority \(authority)") }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let rest = authority[authority.index(after: close)...]
+            if rest.hasPrefix(":") {
+                guard let value = Int(rest.dropFirst()), (1...65535).contains(value) else {
+                    throw .invalidRequest("bad port in \(authority)")
+                }
+                port = value
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            guard let value = Int(authority[authority.index(after: colon)...]), (1...65535).contains(value) else {
+                throw .invalidRequest("bad port in \(authority)")
+            }
+            port = value
+        }
+        guard !host.isEmpty else { throw .invalidRequest("empty host in \(authority)") }
+        self.host = host
+        self.port = port
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Runs `body`, failing with ``HTTPError/requestTimeout`` after `timeout`.
+func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw HTTPError.requestTimeout
+        }
+        defer { group.cancelAll() }
+        guard let result = try await group.next() else { throw HTTPError.requestTimeout }
+        return result
+    }
+}
+
+/// Decides which connection carries a request: one per origin, a new one when the current one
+/// is draining (GOAWAY) or closed. Concurrent callers share one connection attempt.
+actor HTTP3ConnectionPool {
+    private var connections: [Origin: HTTP3ClientConnection] = [:]
+    private var pending: [Origin: Task<HTTP3ClientConnection, any Error>] = [:]
+    private(set) var connectionsOpened = 0
+
+    func connection(for origin: Origin, connect: @escaping @Sendable () async throws -> HTTP3ClientConnection)
+        async throws -> (HTTP3ClientConnection, reused: Bool, connectTime: Duration) {
+        if let existing = connections[origin], existing.isUsable {
+            return (existing, true, .zero)
+        }
+        connections[origin] = nil
+        if let task = pending[origin] {
+            let connection = try await task.value
+            return (connection, true, .zero)
+        }
+        let started = ContinuousClock.now
+        let task = Task { try await connect() }
+        pending[origin] = task
+        defer { pending[origin] = nil }
+        let connection = try await task.value
+        connectionsOpened += 1
+        connections[origin] = connection
+        return (connection, false, ContinuousClock.now - started)
+    }
+
+    func remove(_ connection: HTTP3ClientConnection) {
+        for (origin, existing) in connections where existing === connection {
+            connections[origin] = nil
+        }
+    }
+
+    func removeAll() -> [HTTP3ClientConnection] {
+        let all = Array(connections.values)
+        connections.removeAll()
+        return all
+    }
+
+    func snapshot() -> (Int, [HTTP3ClientConnection]) {
+        (connectionsOpened, Array(connections.values))
+    }
+}
+
+/// One pooled HTTP/3 client connection.
+final class HTTP3ClientConnection: Sendable {
+    let core: ConnectionCore
+    let session: HTTP3Session
+    private let usable = NIOLockedValueBox(true)
+    private let loopState: LoopState
+    let idleTimeout: Duration
+
+    /// Loop-confined bookkeeping for the idle timer.
+    final class LoopState: @unchecked Sendable {
+        var inFlight = 0
+        var idleTimer: Scheduled<Void>?
+    }
+
+    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration) {
+        self.core = core
+        self.session = session
+        self.idleTimeout = idleTimeout
+        self.loopState = LoopState()
+    }
+
+    var isUsable: Bool { usable.withLockedValue { $0 } }
+
+    static func connect(origin: Origin, transport: HTTP3Transport) async throws -> HTTP3ClientConnection {
+        let configuration = transport.configuration
+        var quic = configuration.quic
+        if quic.tls.serverName == nil { quic.tls.serverName = origin.host }
+        let address = configuration.resolve["\(origin.host):\(origin.port)"] ?? origin.host
+        let core: ConnectionCore
+        do {
+            core = try await QUICClient.connectCore(
+                host: address, port: origin.port, configuration: quic, socketOptions: .init(),
+                eventLoopGroup: transport.eventLoopGroup, logger: transport.logger, initialToken: nil,
+                makeApplication: { core in
+                    try HTTP3Session(core: core, role: .client, settings: configuration.http3, maxIncomingStreams: 0,
+                                     logger: transport.logger)
+                })
+        } catch let error as QUICError {
+            throw httpError(error)
+        } catch {
+            throw HTTPError.invalidRequest("\(error)")
+        }
+        guard let session = core.application as? HTTP3Session else {
+            throw HTTPError.protocolError("unexpected application protocol")
+        }
+        let connection = HTTP3ClientConnection(core: core, session: session, idleTimeout: configuration.idleConnectionTimeout)
+        try await core.eventLoop.submit {
+            session.onDrain = { [weak connection] in connection?.usable.withLockedValue { $0 = false } }
+            if !session.acceptsRequests { connection.usable.withLockedValue { $0 = false } }
+            connection.armIdleTimer()
+        }.get()
+        return connection
+    }
+
+    /// Sends one request on this connection.
+    func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, reused: Bool,
+              connectTime: Duration, started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
+        let session = self.session, loop = core.eventLoop
+        let state = loopState
+        // Wait for a stream within the server's MAX_STREAMS.
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            loop.execute { session.openRequestStream(continuation: continuation) }
+        }
+        let stream = try await loop.submit { () throws -> RequestStream in
+            let stream = try session.submitRequest(request, hasBody: body != nil)
+            state.inFlight += 1
+            state.idleTimer?.cancel()
+            state.idleTimer = nil
+            return stream
+        }.get()
+        var timings = HTTPTimings()
+        timings.connected = connectTime
+        timings.tlsHandshakeDone = connectTime
+        timings.requestSent = ContinuousClock.now - started
+        let writer = HTTP3MessageWriter(stream: stream, session: session)
+        let finished: @Sendable () -> Void = { [self] in
+            loop.execute {
+                state.inFlight -= 1
+                if state.inFlight == 0 { self.armIdleTimer() }
+            }
+        }
+        if let body {
+            Task {
+                do {
+                    for try await chunk in body { try await writer.write(chunk) }
+                    try await writer.finish(trailers: try await body.trailers())
+                } catch {
+                    writer.reset(code: HTTP3ErrorCode.requestCancelled)
+                }
+            }
+        }
+        do {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    loop.execute { session.awaitHead(stream, continuation: continuation) }
+                }
+            } onCancel: {
+                writer.reset(code: HTTP3ErrorCode.requestCancelled)
+            }
+            try Task.checkCancellation()
+        } catch {
+            finished()
+            if error is CancellationError { writer.reset(code: HTTP3ErrorCode.requestCancelled) }
+            throw error
+        }
+        timings.firstResponseByte = ContinuousClock.now - started
+        let fields = try await loop.submit { stream.head ?? [] }.get()
+        let head: HTTPResponse
+        do {
+            head = try HTTP3Session.makeResponse(fields)
+        } catch {
+            finished()
+            writer.reset(code: HTTP3ErrorCode.messageError)
+            throw error
+        }
+        let length: Int64? = request.method == .head ? 0 : head.headerFields[.contentLength].flatMap { Int64($0) }
+        let source = TrackedBodySource(inner: HTTP3BodySource(stream: stream, session: session), onEnd: finished)
+        let metadata = HTTPResponseMetadata(protocolVersion: .http3, remoteAddress: core.remoteAddress.description,
+                                            connectionReused: reused, earlyDataBytes: 0, timings: timings)
+        return HTTPClientResponse(head: head, body: HTTPBody(source: source, length: length), metadata: metadata)
+    }
+
+    private func armIdleTimer() {
+        let core = self.core, state = loopState
+        state.idleTimer?.cancel()
+        let timeout = TimeAmount.nanoseconds(Int64(idleTimeout.components.seconds) * 1_000_000_000
+                                             + idleTimeout.components.attoseconds / 1_000_000_000)
+        state.idleTimer = core.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, state.inFlight == 0 else { return }
+            self.usable.withLockedValue { $0 = false }
+            core.close(applicationError: HTTP3ErrorCode.noError, reason: "")
+        }
+    }
+
+    func close() async {
+        usable.withLockedValue { $0 = false }
+        let core = self.core
+        try? await core.eventLoop.submit { core.close(applicationError: HTTP3ErrorCode.noError, reason: "") }.get()
+    }
+
+    func statistics() async throws -> HTTP3SessionStatistics {
+        let session = self.session
+        return try await core.eventLoop.submit { session.statistics }.get()
+    }
+}
+
+/// Reports once when a response body has been read to its end, failed, or was discarded.
+final class TrackedBodySource: HTTPBodySource, @unchecked Sendable {
+    let inner: HTTP3BodySource
+    private let onEnd: @Sendable () -> Void
+    private let ended = NIOLockedValueBox(false)
+
+    init(inner: HTTP3BodySource, onEnd: @escaping @Sendable () -> Void) {
+        self.inner = inner
+        self.onEnd = onEnd
+    }
+
+    private func end() {
+        let first = ended.withLockedValue { ended -> Bool in
+            defer { ended = true }
+            return !ended
+        }
+        if first { onEnd() }
+    }
+
+    func next() async throws -> ByteBuffer? {
+        do {
+            let chunk = try await inner.next()
+            if chunk == nil { end() }
+            return chunk
+        } catch {
+            end()
+            throw error
+        }
+    }
+
+    func trailers() async throws -> HTTPFields? { try await inner.trailers() }
+
+    func cancel() {
+        inner.cancel()
+        end()
+    }
+}

@@ -1,0 +1,163 @@
+import HTTPAPI
+import HTTPTypes
+import NIOCore
+import QUIC
+
+/// One HTTP/3 request stream: the message received on it and the message sent on it.
+/// Confined to the connection's event loop (`@unchecked Sendable` so handles can carry it).
+final class RequestStream: @unchecked Sendable {
+    let id: Int64
+
+    // MARK: Receiving
+    /// Fields of the header block being received (pseudo-headers included), in order.
+    var fields: [(name: String, value: String)] = []
+    var fieldBytes = 0
+    var fieldsTooLarge = false
+    var receivingTrailers = false
+    /// The received head, once complete (1xx heads are skipped on the client).
+    var head: [(name: String, value: String)]?
+    var trailers: HTTPFields?
+    var body = CircularBuffer<ByteBuffer>()
+    var bufferedBytes = 0
+    var receivedEnd = false
+    var readError: HTTPError?
+    var readerGone = false
+    var reader: CheckedContinuation<ByteBuffer?, any Error>?
+    var headWaiter: CheckedContinuation<Void, any Error>?
+    var trailerWaiters: [CheckedContinuation<HTTPFields?, any Error>] = []
+
+    // MARK: Sending
+    var send = SendBuffer()
+    var sendFinished = false
+    var sendTrailers: HTTPFields?
+    /// nghttp3 asked for data when there was none (NGHTTP3_ERR_WOULDBLOCK): resume it on write.
+    var deferred = false
+    var writeError: HTTPError?
+    var writers: [CheckedContinuation<Void, any Error>] = []
+    var headSent = false
+    var closed = false
+
+    init(id: Int64) {
+        self.id = id
+    }
+
+    func failReader(_ error: HTTPError) {
+        if readError == nil { readError = error }
+        if let reader {
+            self.reader = nil
+            reader.resume(throwing: error)
+        }
+        if let headWaiter {
+            self.headWaiter = nil
+            headWaiter.resume(throwing: error)
+        }
+        let waiters = trailerWaiters
+        trailerWaiters.removeAll()
+        waiters.forEach { $0.resume(throwing: error) }
+    }
+
+    func failWriters(_ error: HTTPError) {
+        if writeError == nil { writeError = error }
+        let waiting = writers
+        writers.removeAll()
+        waiting.forEach { $0.resume(throwing: error) }
+    }
+}
+
+/// The received body of a request or response, pulled from a ``RequestStream``.
+struct HTTP3BodySource: HTTPBodySource {
+    let stream: RequestStream
+    let session: HTTP3Session
+
+    func next() async throws -> ByteBuffer? {
+        try Task.checkCancellation()
+        let stream = self.stream, session = self.session
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                session.eventLoop.execute { session.read(stream, continuation: continuation) }
+            }
+        } onCancel: {
+            session.eventLoop.execute { session.cancelReading(stream, error: .streamReset(code: HTTP3ErrorCode.requestCancelled)) }
+        }
+    }
+
+    func trailers() async throws -> HTTPFields? {
+        let stream = self.stream, session = self.session
+        return try await withCheckedThrowingContinuation { continuation in
+            session.eventLoop.execute { session.trailers(stream, continuation: continuation) }
+        }
+    }
+
+    func cancel() {
+        let stream = self.stream, session = self.session
+        // A server that does not want the rest of a request says H3_NO_ERROR; a client that
+        // abandons a response cancels the request.
+        let code: UInt64 = session.role == .server ? HTTP3ErrorCode.noError : HTTP3ErrorCode.requestCancelled
+        session.eventLoop.execute { session.cancelReading(stream, error: .streamReset(code: code), code: code) }
+    }
+}
+
+/// Sends a message on a ``RequestStream``: head, body with backpressure, trailers.
+struct HTTP3MessageWriter: Sendable {
+    let stream: RequestStream
+    let session: HTTP3Session
+
+    func write(_ buffer: ByteBuffer) async throws {
+        var remaining = buffer
+        repeat {
+            try Task.checkCancellation()
+            let chunk = remaining.readSlice(length: min(64 << 10, remaining.readableBytes)) ?? ByteBuffer()
+            let stream = self.stream, session = self.session
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                session.eventLoop.execute { session.write(stream, chunk, continuation: continuation) }
+            }
+        } while remaining.readableBytes > 0
+    }
+
+    func finish(trailers: HTTPFields?) async throws {
+        let stream = self.stream, session = self.session
+        try await session.eventLoop.submit { () throws -> Void in try session.finish(stream, trailers: trailers) }.get()
+    }
+
+    func reset(code: UInt64) {
+        let stream = self.stream, session = self.session
+        session.eventLoop.execute { session.reset(stream, code: code) }
+    }
+}
+
+/// The server's response writer for one request.
+final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
+    let writer: HTTP3MessageWriter
+    let isHead: Bool
+    /// Touched only by the handler's task.
+    private(set) var headSent = false
+    private(set) var finished = false
+
+    init(writer: HTTP3MessageWriter, isHead: Bool) {
+        self.writer = writer
+        self.isHead = isHead
+    }
+
+    func writeHead(_ head: HTTPResponse) async throws {
+        guard !headSent else { throw HTTPError.responseHeadAlreadySent }
+        guard !finished else { throw HTTPError.responseFinished }
+        headSent = true
+        let stream = writer.stream, session = writer.session
+        try await session.eventLoop.submit { () throws -> Void in try session.submitResponse(stream, head: head) }.get()
+    }
+
+    func writeBody(_ buffer: ByteBuffer) async throws {
+        guard !finished else { throw HTTPError.responseFinished }
+        if !headSent { try await writeHead(HTTPResponse(status: .ok)) }
+        // A response to HEAD carries no body (RFC 9110, 9.3.2): the bytes are dropped.
+        if isHead { return }
+        try await writer.write(buffer)
+    }
+
+    func finish(trailers: HTTPFields?) async throws {
+        guard !finished else { return }
+        if !headSent { try await writeHead(HTTPResponse(status: .ok)) }
+        finished = true
+        try await writer.finish(trailers: trailers)
+    }
+}
