@@ -79,10 +79,18 @@ let package = Package(
             dependencies: ["QUIC", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
+        // Shared by the test targets: run-time PKI, timeouts, hashing, peer processes.
+        .target(
+            name: "QUICTestSupport",
+            dependencies: ["QUIC", "CGnuTLS", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Tests/QUICTestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "QUICTests",
             dependencies: [
-                "QUIC", "QUICSocket", "CNgtcp2", "CGnuTLS",
+                "QUIC", "QUICSocket", "CNgtcp2", "CGnuTLS", "QUICTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "HTTP3Tests",
             dependencies: [
-                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS",
+                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

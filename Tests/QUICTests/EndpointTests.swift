@@ -5,6 +5,7 @@ import Logging
 import QUICSocket
 import Testing
 @testable import QUIC
+import QUICTestSupport
 
 /// A plain BSD UDP socket for sending hand-made datagrams at a server.
 final class RawUDPSocket {

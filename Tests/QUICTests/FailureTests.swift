@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 @testable import QUIC
+import QUICTestSupport
 
 @Suite("Failure paths give clear errors")
 struct FailureTests {

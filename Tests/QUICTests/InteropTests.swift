@@ -2,53 +2,13 @@ import Foundation
 import NIOCore
 import Testing
 @testable import QUIC
+import QUICTestSupport
 
-/// Finds a peer program; under `CI=true` a missing peer is a failure, elsewhere the test is skipped.
-func peerExecutable(_ name: String, in directories: [String] = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]) -> String? {
-    for directory in directories {
-        let path = "\(directory)/\(name)"
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    if ProcessInfo.processInfo.environment["CI"] == "true" {
-        Issue.record("\(name) is not installed; CI must provide it (apt: ngtcp2-server / ngtcp2-client)")
-    }
+/// Finds a peer; under `CI=true` a missing peer fails the test, elsewhere the test is skipped.
+func peerExecutable(_ name: String) -> String? {
+    if let path = findExecutable(name) { return path }
+    if runningInCI { Issue.record("\(name) is not installed; CI must provide it") }
     return nil
-}
-
-/// A child process that is killed when the test ends.
-final class PeerProcess: @unchecked Sendable {
-    let process = Process()
-    let outputFile: URL
-
-    init(_ executable: String, _ arguments: [String], directory: URL) throws {
-        outputFile = directory.appendingPathComponent("peer-\(UUID().uuidString).log")
-        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: outputFile)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-    }
-
-    var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
-
-    /// Terminates the peer and reaps it. (Not `Process.waitUntilExit()`: under `swift test` it
-    /// can spin forever waiting for a SIGCHLD it never sees.)
-    func stop() {
-        let pid = process.processIdentifier
-        guard pid > 0 else { return }
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        for attempt in 0..<200 {
-            let rv = waitpid(pid, &status, WNOHANG)
-            if rv == pid || rv == -1 { return }  // reaped (here or by Foundation)
-            if attempt == 100 { kill(pid, SIGKILL) }
-            usleep(10_000)
-        }
-    }
-
-    deinit { stop() }
 }
 
 @Suite("Interop with ngtcp2's gtlsserver")

@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 @testable import QUIC
+import QUICTestSupport
 
 @Suite("Client and server on loopback")
 struct StreamTests {

@@ -2,6 +2,7 @@ import CNgtcp2
 import NIOCore
 import Testing
 @testable import QUIC
+import QUICTestSupport
 
 @Suite("Pure pieces, no sockets")
 struct UnitTests {

@@ -2,18 +2,18 @@ import CGnuTLS
 import Foundation
 import NIOCore
 import NIOPosix
-@testable import QUIC
+import QUIC
 
 /// A test PKI made at run time: a CA, a server leaf for localhost/127.0.0.1, written to files.
-struct TestPKI {
-    let directory: URL
-    let ca: GeneratedCertificate
-    let server: GeneratedCertificate
-    let caFile: String
-    let certFile: String
-    let keyFile: String
+public struct TestPKI: Sendable {
+    public let directory: URL
+    package let ca: GeneratedCertificate
+    package let server: GeneratedCertificate
+    public let caFile: String
+    public let certFile: String
+    public let keyFile: String
 
-    static let shared: TestPKI = {
+    public static let shared: TestPKI = {
         do { return try TestPKI() } catch { preconditionFailure("cannot make test certificates: \(error)") }
     }()
 
@@ -31,11 +31,11 @@ struct TestPKI {
         try server.privateKeyPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
     }
 
-    func serverTLS(alpn: [String] = ["test"]) -> QUICTLSConfiguration {
+    public func serverTLS(alpn: [String] = ["test"]) -> QUICTLSConfiguration {
         .makeServerConfiguration(certificateChain: .file(certFile), privateKey: .file(keyFile), applicationProtocols: alpn)
     }
 
-    func clientTLS(alpn: [String] = ["test"], serverName: String? = "localhost") -> QUICTLSConfiguration {
+    public func clientTLS(alpn: [String] = ["test"], serverName: String? = "localhost") -> QUICTLSConfiguration {
         var tls = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: alpn)
         tls.trustRoots = .certificates(.file(caFile))
         tls.serverName = serverName
@@ -43,13 +43,13 @@ struct TestPKI {
     }
 }
 
-struct TimeoutError: Error, CustomStringConvertible {
-    let seconds: Double
-    var description: String { "test step timed out after \(seconds) s" }
+public struct TimeoutError: Error, CustomStringConvertible {
+    public let seconds: Double
+    public var description: String { "test step timed out after \(seconds) s" }
 }
 
 /// Runs `body`, failing with ``TimeoutError`` if it takes longer than `seconds`.
-func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
         group.addTask {
@@ -63,20 +63,20 @@ func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () 
 }
 
 /// SHA-256 with GnuTLS, fed incrementally.
-struct SHA256 {
+public struct SHA256 {
     private var handle: gnutls_hash_hd_t?
 
-    init() { gnutls_hash_init(&handle, GNUTLS_DIG_SHA256) }
+    public init() { gnutls_hash_init(&handle, GNUTLS_DIG_SHA256) }
 
-    mutating func update(_ buffer: ByteBuffer) {
+    public mutating func update(_ buffer: ByteBuffer) {
         buffer.withUnsafeReadableBytes { _ = gnutls_hash(handle, $0.baseAddress, $0.count) }
     }
 
-    mutating func update(_ bytes: [UInt8]) {
+    public mutating func update(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { _ = gnutls_hash(handle, $0.baseAddress, $0.count) }
     }
 
-    mutating func finalize() -> [UInt8] {
+    public mutating func finalize() -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         gnutls_hash_deinit(handle, &digest)
         handle = nil
@@ -85,12 +85,12 @@ struct SHA256 {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so large payloads need no storage.
-struct PatternGenerator {
+public struct PatternGenerator {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed | 1 }
+    public init(seed: UInt64) { state = seed | 1 }
 
-    mutating func next(_ count: Int) -> ByteBuffer {
+    public mutating func next(_ count: Int) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(count)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
@@ -108,59 +108,13 @@ struct PatternGenerator {
     }
 }
 
-/// A server that echoes every stream: reads to FIN, writes the bytes back, finishes.
-final class EchoServer: Sendable {
-    let listener: QUICListener
-    let task: Task<Void, Never>
-
-    var port: Int { listener.localAddress.port ?? 0 }
-
-    init(configuration: QUICServerConfiguration) async throws {
-        listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: configuration)
-        let listener = self.listener
-        task = Task {
-            await withDiscardingTaskGroup { group in
-                for await connection in listener.connections {
-                    group.addTask { await EchoServer.serve(connection) }
-                }
-            }
-        }
-    }
-
-    static func serve(_ connection: QUICConnection) async {
-        await withDiscardingTaskGroup { group in
-            for await stream in connection.incomingStreams {
-                group.addTask {
-                    do {
-                        if stream.isBidirectional {
-                            while let chunk = try await stream.read() { try await stream.write(chunk) }
-                            try await stream.finish()
-                        } else {
-                            // Echo a unidirectional stream on a new unidirectional stream.
-                            let data = try await stream.readAll(limit: 16 << 20)
-                            let reply = try await connection.openStream(bidirectional: false)
-                            try await reply.write(data)
-                            try await reply.finish()
-                        }
-                    } catch {}
-                }
-            }
-        }
-    }
-
-    func close() async {
-        await listener.close()
-        task.cancel()
-    }
-}
-
-func serverConfiguration(alpn: [String] = ["test"], _ adjust: (inout QUICServerConfiguration) -> Void = { _ in }) -> QUICServerConfiguration {
+public func serverConfiguration(alpn: [String] = ["test"], _ adjust: (inout QUICServerConfiguration) -> Void = { _ in }) -> QUICServerConfiguration {
     var configuration = QUICServerConfiguration(quic: QUICConfiguration(tls: TestPKI.shared.serverTLS(alpn: alpn)))
     adjust(&configuration)
     return configuration
 }
 
-func clientConfiguration(alpn: [String] = ["test"], serverName: String? = "localhost",
+public func clientConfiguration(alpn: [String] = ["test"], serverName: String? = "localhost",
                          _ adjust: (inout QUICConfiguration) -> Void = { _ in }) -> QUICConfiguration {
     var configuration = QUICConfiguration(tls: TestPKI.shared.clientTLS(alpn: alpn, serverName: serverName))
     adjust(&configuration)
@@ -168,7 +122,7 @@ func clientConfiguration(alpn: [String] = ["test"], serverName: String? = "local
 }
 
 /// A free UDP port on 127.0.0.1 (bound and released; good enough for a test's next step).
-func freeUDPPort() throws -> Int {
+public func freeUDPPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()

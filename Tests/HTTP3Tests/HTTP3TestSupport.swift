@@ -1,0 +1,145 @@
+import Foundation
+import HTTP3
+import HTTPAPI
+import HTTPTypes
+import NIOCore
+import QUIC
+import QUICTestSupport
+
+/// Records what handlers saw, for tests to check.
+actor Observations {
+    var errors: [String: String] = [:]
+    var inFlight = 0
+    var completed = 0
+
+    func record(_ key: String, _ value: String) { errors[key] = value }
+    func value(_ key: String) -> String? { errors[key] }
+    func begin() { inFlight += 1 }
+    func end() { inFlight -= 1; completed += 1 }
+}
+
+func hex(_ bytes: [UInt8]) -> String { bytes.map { String($0, radix: 16).leftPad(2) }.joined() }
+
+extension String {
+    func leftPad(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}
+
+/// Query parameter `name` of a path like `/bytes?n=100`.
+func query(_ path: String?, _ name: String) -> String? {
+    guard let path, let question = path.firstIndex(of: "?") else { return nil }
+    for pair in path[path.index(after: question)...].split(separator: "&") {
+        let parts = pair.split(separator: "=", maxSplits: 1)
+        if parts.count == 2 && parts[0] == name { return String(parts[1]) }
+    }
+    return nil
+}
+
+/// The test handler: a small set of routes exercising the API.
+struct TestHandler: HTTPHandler {
+    let observations: Observations
+
+    func handle(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, response: HTTPResponseWriter) async throws {
+        let path = request.path ?? "/"
+        let route = path.split(separator: "?").first.map(String.init) ?? path
+        switch route {
+        case "/hello":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/plain"
+            head.headerFields[.contentLength] = "5"
+            try await response.respond(head, body: ByteBuffer(string: "hello"))
+        case "/context":
+            let text = "\(context.protocolVersion.rawValue) \(context.tlsServerName ?? "-") \(context.remoteAddress != nil)"
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: text))
+        case "/sha256":
+            // Hashes the request body as it streams in.
+            var hash = SHA256()
+            var count = 0
+            for try await chunk in body {
+                hash.update(chunk)
+                count += chunk.readableBytes
+            }
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "\(count) \(hex(hash.finalize()))"))
+        case "/bytes":
+            let total = Int(query(path, "n") ?? "0") ?? 0
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentLength] = String(total)
+            try await response.writeHead(head)
+            var generator = PatternGenerator(seed: UInt64(query(path, "seed") ?? "1") ?? 1)
+            var sent = 0
+            while sent < total {
+                let chunk = generator.next(min(256 << 10, total - sent))
+                try await response.write(chunk)
+                sent += chunk.readableBytes
+            }
+            try await response.finish()
+        case "/echo":
+            try await response.writeHead(HTTPResponse(status: .ok))
+            for try await chunk in body { try await response.write(chunk) }
+            try await response.finish()
+        case "/trailers":
+            let received = try await body.collect(upTo: 1 << 20)
+            let requestTrailers = try await body.trailers()
+            var trailers = HTTPFields()
+            trailers[HTTPField.Name("x-checksum")!] = String(received.readableBytes)
+            trailers[HTTPField.Name("x-echo-trailer")!] = requestTrailers?[HTTPField.Name("x-client-trailer")!] ?? "none"
+            try await response.respond(HTTPResponse(status: .ok), body: received, trailers: trailers)
+        case "/throw":
+            throw TestFailure("handler failed before the head")
+        case "/throw-after-head":
+            try await response.writeHead(HTTPResponse(status: .ok))
+            try await response.write(ByteBuffer(string: "partial"))
+            throw TestFailure("handler failed after the head")
+        case "/stream-until-cancelled":
+            try await response.writeHead(HTTPResponse(status: .ok))
+            do {
+                for _ in 0..<100_000 {
+                    try await response.write(ByteBuffer(repeating: 0x41, count: 16 << 10))
+                }
+                await observations.record("cancel", "never cancelled")
+            } catch {
+                await observations.record("cancel", "\(error)")
+                throw error
+            }
+        case "/slow":
+            await observations.begin()
+            let millis = Int(query(path, "ms") ?? "500") ?? 500
+            try await Task.sleep(for: .milliseconds(millis))
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "slow done"))
+            await observations.end()
+        default:
+            try await response.respond(HTTPResponse(status: .notFound), body: ByteBuffer(string: "not found"))
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A server with ``TestHandler`` on 127.0.0.1 and a client that trusts the test CA.
+struct HTTP3Fixture {
+    let server: HTTP3Server
+    let client: HTTP3Transport
+    let observations: Observations
+
+    static func start(_ adjust: (inout HTTP3ServerConfiguration) -> Void = { _ in }) async throws -> HTTP3Fixture {
+        let observations = Observations()
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h3"]))
+        adjust(&configuration)
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: TestHandler(observations: observations))
+        let client = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"])))
+        return HTTP3Fixture(server: server, client: client, observations: observations)
+    }
+
+    var authority: String { "localhost:\(server.localAddress.port ?? 0)" }
+
+    func request(_ method: HTTPRequest.Method = .get, _ path: String, fields: HTTPFields = [:]) -> HTTPRequest {
+        HTTPRequest(method: method, scheme: "https", authority: authority, path: path, headerFields: fields)
+    }
+
+    func stop() async {
+        await client.shutdown()
+        await server.shutdown()
+    }
+}

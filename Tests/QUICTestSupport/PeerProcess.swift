@@ -1,0 +1,50 @@
+import Foundation
+
+/// Finds a peer program in the usual directories.
+public func findExecutable(_ name: String, in directories: [String] = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]) -> String? {
+    for directory in directories {
+        let path = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// Whether tests run in CI, where a missing peer is a failure rather than a skip.
+public var runningInCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+/// A child process that is killed when the test ends.
+public final class PeerProcess: @unchecked Sendable {
+    public let process = Process()
+    public let outputFile: URL
+
+    public init(_ executable: String, _ arguments: [String], directory: URL) throws {
+        outputFile = directory.appendingPathComponent("peer-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: outputFile)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    public var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
+
+    /// Terminates the peer and reaps it. (Not `Process.waitUntilExit()`: under `swift test` it
+    /// can spin forever waiting for a SIGCHLD it never sees.)
+    public func stop() {
+        let pid = process.processIdentifier
+        guard pid > 0 else { return }
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        for attempt in 0..<200 {
+            let rv = waitpid(pid, &status, WNOHANG)
+            if rv == pid || rv == -1 { return }  // reaped (here or by Foundation)
+            if attempt == 100 { kill(pid, SIGKILL) }
+            usleep(10_000)
+        }
+    }
+
+    deinit { stop() }
+}
+

@@ -1,0 +1,50 @@
+import NIOCore
+import QUIC
+import QUICTestSupport
+
+/// A server that echoes every stream: reads to FIN, writes the bytes back, finishes.
+final class EchoServer: Sendable {
+    let listener: QUICListener
+    let task: Task<Void, Never>
+
+    var port: Int { listener.localAddress.port ?? 0 }
+
+    init(configuration: QUICServerConfiguration) async throws {
+        listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: configuration)
+        let listener = self.listener
+        task = Task {
+            await withDiscardingTaskGroup { group in
+                for await connection in listener.connections {
+                    group.addTask { await EchoServer.serve(connection) }
+                }
+            }
+        }
+    }
+
+    static func serve(_ connection: QUICConnection) async {
+        await withDiscardingTaskGroup { group in
+            for await stream in connection.incomingStreams {
+                group.addTask {
+                    do {
+                        if stream.isBidirectional {
+                            while let chunk = try await stream.read() { try await stream.write(chunk) }
+                            try await stream.finish()
+                        } else {
+                            // Echo a unidirectional stream on a new unidirectional stream.
+                            let data = try await stream.readAll(limit: 16 << 20)
+                            let reply = try await connection.openStream(bidirectional: false)
+                            try await reply.write(data)
+                            try await reply.finish()
+                        }
+                    } catch {}
+                }
+            }
+        }
+    }
+
+    func close() async {
+        await listener.close()
+        task.cancel()
+    }
+}
+
