@@ -31,9 +31,9 @@ public struct HTTP3Settings: Sendable, Hashable {
 package struct HTTP3SessionStatistics: Sendable {
     package var requestStreamsOpened = 0
     package var peakConcurrentRequestStreams = 0
-    /// Bytes we sent on our QPACK encoder stream (table capacity and insertions).
+    /// Bytes we sent on our QPACK encoder stream (its type byte, table capacity, insertions).
     package var qpackEncoderBytesSent = 0
-    /// Bytes the peer sent on its QPACK encoder stream.
+    /// Bytes the peer sent on its QPACK encoder stream (counted the same way).
     package var qpackEncoderBytesReceived = 0
 }
 
@@ -70,7 +70,6 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var shuttingDown = false
     private(set) var closeError: QUICError?
     private(set) var isClosed = false
-    private var streamWaiters: [CheckedContinuation<Void, any Error>] = []
     /// Called (on the loop) when the connection becomes unusable for new requests.
     var onDrain: (() -> Void)?
 
@@ -106,22 +105,39 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     // MARK: - Client operations
 
-    /// Waits until the peer's stream limit lets a request stream open, then opens it.
-    func openRequestStream(continuation: CheckedContinuation<Void, any Error>) {
+    /// A request waiting for the peer's stream limit (MAX_STREAMS) to allow one more stream.
+    private struct PendingRequest {
+        let head: HTTPRequest
+        let hasBody: Bool
+        let continuation: CheckedContinuation<RequestStream, any Error>
+    }
+    private var pendingRequests = CircularBuffer<PendingRequest>()
+
+    /// Opens a request stream and submits the head at once if the peer's stream limit allows,
+    /// otherwise when it next rises. Requests are served in order.
+    func startRequest(_ head: HTTPRequest, hasBody: Bool, continuation: CheckedContinuation<RequestStream, any Error>) {
         if isClosed { continuation.resume(throwing: httpError(closeError)); return }
         if goawayID != nil { continuation.resume(throwing: HTTPError.requestRejected); return }
-        if core.streamsLeft(bidirectional: true) > 0 && streamWaiters.isEmpty {
-            continuation.resume()
-        } else {
-            streamWaiters.append(continuation)
+        pendingRequests.append(PendingRequest(head: head, hasBody: hasBody, continuation: continuation))
+        submitPendingRequests()
+    }
+
+    private func submitPendingRequests() {
+        while let pending = pendingRequests.first, core.streamsLeft(bidirectional: true) > 0 {
+            pendingRequests.removeFirst()
+            do throws(HTTPError) {
+                pending.continuation.resume(returning: try submitRequest(pending.head, hasBody: pending.hasBody))
+            } catch {
+                pending.continuation.resume(throwing: error)
+            }
         }
     }
 
     /// Whether a new request can be sent at once (pool choice).
     var acceptsRequests: Bool { !isClosed && goawayID == nil && !shuttingDown && core.isOpen }
 
-    /// Opens a stream and submits a request head. Call after ``openRequestStream``.
-    func submitRequest(_ head: HTTPRequest, hasBody: Bool) throws(HTTPError) -> RequestStream {
+    /// Opens a stream and submits a request head; the stream limit must allow it.
+    private func submitRequest(_ head: HTTPRequest, hasBody: Bool) throws(HTTPError) -> RequestStream {
         guard let h3, !isClosed else { throw httpError(closeError) }
         if goawayID != nil { throw .requestRejected }
         let opened: Int64?
@@ -254,6 +270,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             return
         }
         guard !stream.sendFinished else { continuation.resume(throwing: HTTPError.responseFinished); return }
+        if stream.writeShutByPeer {
+            stream.writers.append(continuation)  // failed with the peer's code shortly
+            return
+        }
         chunk.withUnsafeReadableBytes { stream.send.append($0) }
         resume(stream)
         if stream.send.unacknowledgedBytes < settings.sendBufferLimit {
@@ -475,10 +495,14 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             stream.failReader(.requestRejected)
             stream.failWriters(.requestRejected)
         }
-        let waiters = streamWaiters
-        streamWaiters.removeAll()
-        waiters.forEach { $0.resume(throwing: HTTPError.requestRejected) }
+        failPendingRequests(.requestRejected)
         closeIfDrained()
+    }
+
+    private func failPendingRequests(_ error: HTTPError) {
+        let pending = pendingRequests
+        pendingRequests.removeAll()
+        pending.forEach { $0.continuation.resume(throwing: error) }
     }
 
     private func requestOpened() {
@@ -529,7 +553,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             if type == 0x02 { statistics.qpackEncoderBytesReceived += data.count }
         } else {
             peerUniStreamTypes[streamID] = data[0]
-            if data[0] == 0x02 { statistics.qpackEncoderBytesReceived += data.count - 1 }
+            if data[0] == 0x02 { statistics.qpackEncoderBytesReceived += data.count }
         }
     }
 
@@ -575,9 +599,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     func streamLimitRaised(bidirectional: Bool) {
         guard bidirectional else { return }
-        while !streamWaiters.isEmpty, core.streamsLeft(bidirectional: true) > 0 {
-            streamWaiters.removeFirst().resume()
-        }
+        submitPendingRequests()
     }
 
     func pendingStreamData(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> PendingStreamData? {
@@ -611,8 +633,13 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     func streamWriteClosed(streamID: Int64) {
         guard let h3 else { return }
         nghttp3_conn_shutdown_stream_write(h3, streamID)
-        if let stream = streams[streamID] {
-            stream.failWriters(.streamReset(code: HTTP3ErrorCode.noError))
+        guard let stream = streams[streamID], stream.writeError == nil, !stream.writeShutByPeer else { return }
+        // The peer sent STOP_SENDING. ngtcp2 0.12 does not tell its code here; the peer's
+        // RESET_STREAM or the stream's close usually follows at once and carries it. Writers
+        // wait for that a little, then fail without it.
+        stream.writeShutByPeer = true
+        eventLoop.scheduleTask(in: .milliseconds(500)) { [weak stream] in
+            stream?.failWriters(.streamReset(code: HTTP3ErrorCode.noError))
         }
     }
 
@@ -626,9 +653,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             stream.failWriters(httpFailure)
         }
         streams.removeAll()
-        let waiters = streamWaiters
-        streamWaiters.removeAll()
-        waiters.forEach { $0.resume(throwing: httpFailure) }
+        failPendingRequests(httpFailure)
         onDrain?()
         delegate?.sessionDidClose(self, error: error)
     }

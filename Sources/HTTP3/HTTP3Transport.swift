@@ -279,17 +279,25 @@ final class HTTP3ClientConnection: Sendable {
               connectTime: Duration, started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
         let session = self.session, loop = core.eventLoop
         let state = loopState
-        // Wait for a stream within the server's MAX_STREAMS.
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            loop.execute { session.openRequestStream(continuation: continuation) }
-        }
-        let stream = try await loop.submit { () throws -> RequestStream in
-            let stream = try session.submitRequest(request, hasBody: body != nil)
+        // A stream within the server's MAX_STREAMS: at once, or when one frees up.
+        let hasBody = body != nil
+        loop.execute {
             state.inFlight += 1
             state.idleTimer?.cancel()
             state.idleTimer = nil
-            return stream
-        }.get()
+        }
+        let stream: RequestStream
+        do {
+            stream = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RequestStream, any Error>) in
+                loop.execute { session.startRequest(request, hasBody: hasBody, continuation: continuation) }
+            }
+        } catch {
+            loop.execute {
+                state.inFlight -= 1
+                if state.inFlight == 0 { self.armIdleTimer() }
+            }
+            throw error
+        }
         var timings = HTTPTimings()
         timings.connected = connectTime
         timings.tlsHandshakeDone = connectTime

@@ -34,6 +34,8 @@ final class RequestStream: @unchecked Sendable {
     var deferred = false
     var writeError: HTTPError?
     var writers: [CheckedContinuation<Void, any Error>] = []
+    /// The peer sent STOP_SENDING; its code is not known yet.
+    var writeShutByPeer = false
     var headSent = false
     var closed = false
 

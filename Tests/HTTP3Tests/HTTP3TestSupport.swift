@@ -73,7 +73,10 @@ struct TestHandler: HTTPHandler {
             }
             try await response.finish()
         case "/echo":
-            try await response.writeHead(HTTPResponse(status: .ok))
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[HTTPField.Name("x-served-by")!] = "swift-h3 test server"
+            head.headerFields[.cacheControl] = "no-store, private"
+            try await response.writeHead(head)
             for try await chunk in body { try await response.write(chunk) }
             try await response.finish()
         case "/trailers":

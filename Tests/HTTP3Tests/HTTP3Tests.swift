@@ -36,3 +36,215 @@ struct HTTP3Tests {
         await fixture.stop()
     }
 }
+
+extension HTTP3Tests {
+    @Test("POST with a 100 MB streamed upload, compared by hash")
+    func largeUpload() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(240) {
+            let total = 100 << 20
+            let body = HTTPBody(LazyPattern(seed: 5, total: total), length: Int64(total))
+            var expected = PatternGenerator(seed: 5)
+            var hash = SHA256()
+            var counted = 0
+            while counted < total {
+                let chunk = expected.next(min(256 << 10, total - counted))
+                hash.update(chunk)
+                counted += chunk.readableBytes
+            }
+            let response = try await fixture.client.roundTrip(fixture.request(.post, "/sha256"), body: body)
+            #expect(response.head.status == .ok)
+            let text = String(buffer: try await response.body.collect(upTo: 1024))
+            #expect(text == "\(total) \(hex(hash.finalize()))")
+        }
+        await fixture.stop()
+    }
+
+    @Test("a 100 MB streamed download, compared by hash")
+    func largeDownload() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(240) {
+            let total = 100 << 20
+            let response = try await fixture.client.roundTrip(fixture.request(.get, "/bytes?n=\(total)&seed=9"))
+            #expect(response.body.length == Int64(total))
+            var hash = SHA256()
+            var received = 0
+            for try await chunk in response.body {
+                hash.update(chunk)
+                received += chunk.readableBytes
+            }
+            var expected = PatternGenerator(seed: 9)
+            var expectedHash = SHA256()
+            var counted = 0
+            while counted < total {
+                let chunk = expected.next(min(256 << 10, total - counted))
+                expectedHash.update(chunk)
+                counted += chunk.readableBytes
+            }
+            #expect(received == total)
+            #expect(hash.finalize() == expectedHash.finalize())
+        }
+        await fixture.stop()
+    }
+
+    @Test("1,000 concurrent requests share one connection up to the server's MAX_STREAMS, with QPACK both ways")
+    func thousandRequests() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(120) {
+            let client = fixture.client
+            let ok = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<1000 {
+                    group.addTask {
+                        var fields = HTTPFields()
+                        // Repeated custom fields are what QPACK's dynamic table is for.
+                        fields[HTTPField.Name("x-test-client")!] = "swift-h3 concurrency test"
+                        fields[.userAgent] = "swift-h3-tests/1.0"
+                        let response = try await client.roundTrip(fixture.request(.post, "/echo", fields: fields),
+                                                                  body: HTTPBody(string: "request \(index)"))
+                        let text = String(buffer: try await response.body.collect(upTo: 1024))
+                        return response.head.status == .ok && text == "request \(index)"
+                    }
+                }
+                var count = 0
+                for try await success in group where success { count += 1 }
+                return count
+            }
+            #expect(ok == 1000)
+            let clientStats = await client.statistics()
+            #expect(clientStats.connectionsOpened == 1, "one connection carried every request")
+            let session = try #require(clientStats.sessions.first)
+            #expect(session.requestStreamsOpened == 1000)
+            #expect(session.peakConcurrentRequestStreams == 100, "peak \(session.peakConcurrentRequestStreams): the server's MAX_STREAMS is 100")
+            // Beyond the stream type byte and the capacity instruction (4 bytes), the encoder
+            // streams carried insertion instructions.
+            #expect(session.qpackEncoderBytesSent > 8, "client inserted into the server's QPACK table")
+            #expect(session.qpackEncoderBytesReceived > 8, "server inserted into the client's QPACK table")
+            let serverStats = try await fixture.server.statistics()
+            #expect(serverStats.count == 1)
+            #expect(serverStats.first?.qpackEncoderBytesReceived == session.qpackEncoderBytesSent)
+            #expect(serverStats.first?.qpackEncoderBytesSent == session.qpackEncoderBytesReceived)
+        }
+        await fixture.stop()
+    }
+
+    @Test("trailers travel both ways")
+    func trailers() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(20) {
+            var requestTrailers = HTTPFields()
+            requestTrailers[HTTPField.Name("x-client-trailer")!] = "from the client"
+            let body = HTTPBody(string: "twelve bytes", trailers: requestTrailers)
+            let response = try await fixture.client.roundTrip(fixture.request(.post, "/trailers"), body: body)
+            #expect(String(buffer: try await response.body.collect(upTo: 1024)) == "twelve bytes")
+            let trailers = try await response.body.trailers()
+            #expect(trailers?[HTTPField.Name("x-checksum")!] == "12")
+            #expect(trailers?[HTTPField.Name("x-echo-trailer")!] == "from the client")
+        }
+        await fixture.stop()
+    }
+
+    @Test("a throwing handler yields a 500, or a reset after the head, and the connection keeps serving")
+    func throwingHandler() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(20) {
+            let failed = try await fixture.client.roundTrip(fixture.request(.get, "/throw"))
+            #expect(failed.head.status == .internalServerError)
+            _ = try await failed.body.collect(upTo: 1024)
+
+            let partial = try await fixture.client.roundTrip(fixture.request(.get, "/throw-after-head"))
+            #expect(partial.head.status == .ok)
+            await #expect(throws: HTTPError.streamReset(code: HTTP3ErrorCode.internalError)) {
+                _ = try await partial.body.collect(upTo: 1024)
+            }
+
+            let after = try await fixture.client.roundTrip(fixture.request(.get, "/hello"))
+            #expect(String(buffer: try await after.body.collect(upTo: 1024)) == "hello")
+            #expect(after.metadata.connectionReused)
+        }
+        await fixture.stop()
+    }
+
+    @Test("cancelling the client's task cancels the request, and the handler sees it")
+    func cancellation() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(20) {
+            let client = fixture.client
+            let task = Task {
+                let response = try await client.roundTrip(fixture.request(.get, "/stream-until-cancelled"))
+                var count = 0
+                for try await chunk in response.body {
+                    count += chunk.readableBytes
+                }
+                return count
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            task.cancel()
+            let result = await task.result
+            #expect(throws: (any Error).self) { try result.get() }
+            var seen: String?
+            for _ in 0..<50 {
+                seen = await fixture.observations.value("cancel")
+                if seen != nil { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let error = try #require(seen, "the handler never saw the cancellation")
+            #expect(error.contains("H3_REQUEST_CANCELLED"), "handler saw: \(error)")
+            // The connection still serves.
+            let after = try await client.roundTrip(fixture.request(.get, "/hello"))
+            #expect(after.head.status == .ok)
+            _ = try await after.body.collect(upTo: 100)
+        }
+        await fixture.stop()
+    }
+
+    @Test("graceful shutdown: requests in flight complete, then the server closes")
+    func gracefulShutdown() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(30) {
+            let client = fixture.client
+            let requests = (0..<10).map { _ in
+                Task { () throws -> String in
+                    let response = try await client.roundTrip(fixture.request(.get, "/slow?ms=800"))
+                    return String(buffer: try await response.body.collect(upTo: 100))
+                }
+            }
+            // Wait until every request reached the handler.
+            for _ in 0..<100 where await fixture.observations.inFlight < 10 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(await fixture.observations.inFlight == 10)
+            await fixture.server.shutdown()
+            for request in requests {
+                #expect(try await request.value == "slow done")
+            }
+            #expect(await fixture.observations.completed == 10)
+            // The server is gone: a new request fails rather than hangs.
+            let fresh = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"])))
+            await #expect(throws: HTTPError.self) {
+                _ = try await fresh.roundTrip(fixture.request(.get, "/hello"))
+            }
+            await fresh.shutdown()
+        }
+        await fixture.client.shutdown()
+    }
+}
+
+/// A lazily generated body: a pattern of `total` bytes in 256 KiB chunks.
+struct LazyPattern: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let seed: UInt64
+    let total: Int
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var generator: PatternGenerator
+        var remaining: Int
+        mutating func next() async -> ByteBuffer? {
+            guard remaining > 0 else { return nil }
+            let chunk = generator.next(Swift.min(256 << 10, remaining))
+            remaining -= chunk.readableBytes
+            return chunk
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(generator: PatternGenerator(seed: seed), remaining: total) }
+}
