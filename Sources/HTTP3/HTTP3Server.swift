@@ -92,6 +92,14 @@ public final class HTTP3Server: Sendable {
         try? await endpoint.closeFuture.get()
     }
 
+    /// Sends GOAWAY on every open connection (each finishes its requests in flight, then
+    /// closes) while the server keeps accepting new connections: moves long-lived clients to
+    /// fresh connections.
+    package func goAway() async {
+        let state = self.state
+        try? await endpoint.eventLoop.submit { state.goAwayAll() }.get()
+    }
+
     /// Counters of the server's connections (for diagnostics and tests).
     package func statistics() async throws -> [HTTP3SessionStatistics] {
         let state = self.state
@@ -140,6 +148,10 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         let promise = drainedPromise
         drainedPromise = nil
         promise?.succeed(())
+    }
+
+    func goAwayAll() {
+        for session in sessions.values { session.beginGracefulShutdown() }
     }
 
     func session(_ session: HTTP3Session, didReceiveRequest stream: RequestStream, head: HTTPRequest) {

@@ -282,6 +282,11 @@ package final class ConnectionCore: @unchecked Sendable {
     /// Closes because of a local error: sends CONNECTION_CLOSE with the matching transport error.
     private func close(liberr: Int32, error: QUICError) {
         guard isOpen, let conn else { return }
+        if case .applicationClosed(let code, let reason, remote: false) = error {
+            // The application protocol failed the connection with its own code (an HTTP/3 error).
+            close(applicationError: code, reason: reason)
+            return
+        }
         var ccerr = ngtcp2_connection_close_error()
         ngtcp2_connection_close_error_default(&ccerr)
         let alert = ngtcp2_conn_get_tls_alert(conn)

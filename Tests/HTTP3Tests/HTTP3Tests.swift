@@ -248,3 +248,114 @@ struct LazyPattern: AsyncSequence, Sendable {
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(generator: PatternGenerator(seed: seed), remaining: total) }
 }
+
+extension HTTP3Tests {
+    @Test("GOAWAY: requests in flight finish, waiting ones move to a new connection, nobody fails")
+    func goawayMovesClient() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(60) {
+            let client = fixture.client
+            // 200 requests: 100 in flight (the server's MAX_STREAMS), 100 waiting for a stream.
+            let requests = (0..<200).map { index in
+                Task { () throws -> String in
+                    let response = try await client.roundTrip(fixture.request(.get, "/slow?ms=400&i=\(index)"))
+                    return String(buffer: try await response.body.collect(upTo: 100))
+                }
+            }
+            for _ in 0..<100 where await fixture.observations.inFlight < 100 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            await fixture.server.goAway()
+            var done = 0
+            for request in requests where try await request.value == "slow done" { done += 1 }
+            #expect(done == 200)
+            let stats = await client.statistics()
+            #expect(stats.connectionsOpened == 2, "the waiting requests moved to a second connection")
+            // Later requests use the new connection.
+            let later = try await client.roundTrip(fixture.request(.get, "/hello"))
+            #expect(later.metadata.connectionReused)
+            _ = try await later.body.collect(upTo: 100)
+        }
+        await fixture.stop()
+    }
+
+    @Test("a request without :path is refused with H3_MESSAGE_ERROR; the connection carries on")
+    func missingPath() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        try await withTimeout(20) {
+            let bad = HTTPRequest(method: .get, scheme: "https", authority: fixture.authority, path: nil)
+            await #expect {
+                let response = try await fixture.client.roundTrip(bad)
+                _ = try await response.body.collect(upTo: 100)
+            } throws: { error in
+                guard case HTTPError.streamReset(let code) = error else { return false }
+                return code == HTTP3ErrorCode.messageError || code == HTTP3ErrorCode.generalProtocolError
+            }
+            let good = try await fixture.client.roundTrip(fixture.request(.get, "/hello"))
+            #expect(good.head.status == .ok)
+            #expect(good.metadata.connectionReused)
+            _ = try await good.body.collect(upTo: 100)
+        }
+        await fixture.stop()
+    }
+
+    @Test("an oversized header section gets 431; the connection carries on")
+    func oversizedHeaders() async throws {
+        let fixture = try await HTTP3Fixture.start { $0.http3.maxHeaderSectionSize = 4096 }
+        try await withTimeout(20) {
+            var fields = HTTPFields()
+            fields[HTTPField.Name("x-huge")!] = String(repeating: "a", count: 8000)
+            let response = try await fixture.client.roundTrip(fixture.request(.get, "/hello", fields: fields))
+            #expect(response.head.status.code == 431)
+            _ = try await response.body.collect(upTo: 100)
+            let good = try await fixture.client.roundTrip(fixture.request(.get, "/hello"))
+            #expect(good.head.status == .ok)
+            _ = try await good.body.collect(upTo: 100)
+        }
+        await fixture.stop()
+    }
+
+    @Test("malformed HTTP/3 frames from a raw QUIC peer close that connection with an H3 error, not the server")
+    func malformedFrames() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        let port = fixture.server.localAddress.port ?? 0
+        let cases: [(String, [UInt8])] = [
+            // HEADERS whose QPACK block is garbage.
+            ("bad QPACK", [0x01, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            // DATA before HEADERS.
+            ("DATA first", [0x00, 0x03, 0x61, 0x62, 0x63]),
+            // A frame length running past 2^62.
+            ("bad length", [0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        ]
+        try await withTimeout(30) {
+            for (name, bytes) in cases {
+                var configuration = QUICConfiguration(tls: TestPKI.shared.clientTLS(alpn: ["h3"]))
+                configuration.idleTimeout = .seconds(5)
+                let connection = try await QUICClient.connect(host: "127.0.0.1", port: port, configuration: configuration)
+                let stream = try await connection.openStream()
+                try await stream.write(bytes)
+                try await stream.finish()
+                let outcome: String
+                do {
+                    _ = try await stream.readAll(limit: 1 << 16)
+                    outcome = "no error"
+                } catch let error as QUICError {
+                    switch error {
+                    case .streamReset(let code): outcome = "stream reset \(code)"
+                    case .applicationClosed(let code, _, true): outcome = "connection closed \(code)"
+                    default: outcome = "\(error)"
+                    }
+                }
+                // Either the stream or the connection is refused with an HTTP/3 or QPACK code.
+                let code = outcome.split(separator: " ").last.flatMap { UInt64($0) } ?? 0
+                #expect((0x100...0x110).contains(code) || (0x200...0x202).contains(code), "\(name): \(outcome)")
+                await connection.close()
+            }
+            // The server still serves.
+            let good = try await fixture.client.roundTrip(fixture.request(.get, "/hello"))
+            #expect(good.head.status == .ok)
+            _ = try await good.body.collect(upTo: 100)
+        }
+        await fixture.stop()
+    }
+}
