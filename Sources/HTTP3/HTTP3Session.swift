@@ -52,7 +52,9 @@ protocol HTTP3SessionDelegate: AnyObject, Sendable {
 final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     enum Role { case client, server }
 
-    unowned let core: ConnectionCore
+    /// Strong: bodies and writers may outlive the connection; the cycle core -> application ->
+    /// core is broken when the connection finishes (it drops its application).
+    let core: ConnectionCore
     let role: Role
     let settings: HTTP3Settings
     let logger: Logger
@@ -73,10 +75,11 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     /// Called (on the loop) when the connection becomes unusable for new requests.
     var onDrain: (() -> Void)?
 
-    var eventLoop: any EventLoop { core.eventLoop }
+    let eventLoop: any EventLoop
 
     init(core: ConnectionCore, role: Role, settings: HTTP3Settings, maxIncomingStreams: UInt64, logger: Logger) throws(QUICError) {
         self.core = core
+        self.eventLoop = core.eventLoop
         self.role = role
         self.settings = settings
         self.logger = logger

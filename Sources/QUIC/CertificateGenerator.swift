@@ -89,7 +89,26 @@ private final class PrivateKey {
         handle = key
         // GNUTLS_CURVE_TO_BITS(curve) is a function-like macro: the top bit marks a curve number.
         let bits = UInt32(1) << 31 | GNUTLS_ECC_CURVE_SECP256R1.rawValue
-        try CertificateGenerator.check(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, bits, 0), "key generation")
+        // GnuTLS 3.7 writes the private scalar as a signed integer: 33 bytes with a leading
+        // zero when the top bit is set, 31 when the top byte is zero. Stricter parsers (Python's
+        // cryptography, so aioquic) want exactly 32: draw again until it is exactly 32 bytes.
+        for _ in 0..<64 {
+            try CertificateGenerator.check(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, bits, 0), "key generation")
+            if Self.hasPortableEncoding(key) { break }
+        }
+    }
+
+    private static func hasPortableEncoding(_ key: gnutls_x509_privkey_t) -> Bool {
+        var curve = gnutls_ecc_curve_t(0)
+        var x = gnutls_datum_t(), y = gnutls_datum_t(), k = gnutls_datum_t()
+        guard gnutls_x509_privkey_export_ecc_raw(key, &curve, &x, &y, &k) == 0 else { return false }
+        defer {
+            swift_gnutls_free(x.data)
+            swift_gnutls_free(y.data)
+            swift_gnutls_free(k.data)
+        }
+        guard let data = k.data, k.size == 32 else { return false }
+        return data[0] != 0 && data[0] < 0x80
     }
 
     init(pem: String) throws(QUICError) {

@@ -43,7 +43,8 @@ final class StreamState: @unchecked Sendable {
 ///
 /// Confined to the connection's event loop.
 final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
-    unowned let core: ConnectionCore
+    /// Strong; the connection drops its application when it finishes, breaking the cycle.
+    let core: ConnectionCore
     private var streams: [Int64: StreamState] = [:]
     /// Streams with data (or a FIN) waiting to go, in round-robin order.
     private var sendQueue = CircularBuffer<Int64>()

@@ -28,6 +28,25 @@ public final class PeerProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// Waits for the peer to exit by itself; returns its exit status, or `nil` (after killing
+    /// it) if it is still running after `seconds`.
+    public func waitForExit(seconds: Double) -> Int32? {
+        let pid = process.processIdentifier
+        var status: Int32 = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let rv = waitpid(pid, &status, WNOHANG)
+            if rv == pid { return (status >> 8) & 0xff }
+            if rv == -1 {
+                // Foundation reaped it first.
+                return process.isRunning ? nil : process.terminationStatus
+            }
+            usleep(20_000)
+        }
+        stop()
+        return nil
+    }
+
     public var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
 
     /// Terminates the peer and reaps it. (Not `Process.waitUntilExit()`: under `swift test` it

@@ -1,0 +1,217 @@
+import Foundation
+import HTTP3
+import HTTPAPI
+import HTTPTypes
+import NIOCore
+import QUIC
+import QUICTestSupport
+import Testing
+
+/// Serves files under a directory (GET, HEAD) and echoes POST bodies: what the peers fetch.
+struct DirectoryHandler: HTTPHandler {
+    let root: URL
+
+    func handle(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, response: HTTPResponseWriter) async throws {
+        if request.method == .post {
+            let data = try await body.collect(upTo: 64 << 20)
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentLength] = String(data.readableBytes)
+            try await response.respond(head, body: data)
+            return
+        }
+        let name = (request.path ?? "/").split(separator: "?").first.map(String.init) ?? "/"
+        let file = root.appendingPathComponent(String(name.drop(while: { $0 == "/" }))).standardizedFileURL
+        guard file.path.hasPrefix(root.standardizedFileURL.path + "/"), let data = FileManager.default.contents(atPath: file.path) else {
+            try await response.respond(HTTPResponse(status: .notFound), body: ByteBuffer(string: "not found\n"))
+            return
+        }
+        var head = HTTPResponse(status: .ok)
+        head.headerFields[.contentLength] = String(data.count)
+        try await response.writeHead(head)
+        var offset = 0
+        while offset < data.count {
+            let end = min(offset + (256 << 10), data.count)
+            try await response.write(ByteBuffer(bytes: data[offset..<end]))
+            offset = end
+        }
+        try await response.finish()
+    }
+}
+
+/// Test files made once: name -> SHA-256.
+struct InteropFiles: Sendable {
+    let directory: URL
+    let hashes: [String: [UInt8]]
+
+    static let shared: InteropFiles = {
+        let directory = TestPKI.shared.directory.appendingPathComponent("htdocs")
+        try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var hashes: [String: [UInt8]] = [:]
+        for (name, size, seed) in [("file-1m", 1 << 20, UInt64(11)), ("file-50m", 50 << 20, UInt64(12)), ("small.txt", 1000, UInt64(13))] {
+            var generator = PatternGenerator(seed: seed)
+            let buffer = generator.next(size)
+            var hash = SHA256()
+            hash.update(buffer)
+            hashes[name] = hash.finalize()
+            FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path,
+                                           contents: Data(buffer.readableBytesView))
+        }
+        return InteropFiles(directory: directory, hashes: hashes)
+    }()
+}
+
+func sha256(_ data: Data) -> [UInt8] {
+    var hash = SHA256()
+    hash.update(ByteBuffer(bytes: data))
+    return hash.finalize()
+}
+
+func sha256(_ buffer: ByteBuffer) -> [UInt8] {
+    var hash = SHA256()
+    hash.update(buffer)
+    return hash.finalize()
+}
+
+/// The package's root directory (for the peer scripts and the aioquic virtualenv).
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// The Python of the aioquic virtualenv that `scripts/install-deps` makes.
+func aioquicPython() -> String? {
+    let python = packageRoot.appendingPathComponent(".venv/bin/python").path
+    if FileManager.default.isExecutableFile(atPath: python) { return python }
+    if runningInCI { Issue.record("aioquic is not installed: run scripts/install-deps") }
+    return nil
+}
+
+func requirePeer(_ name: String) -> String? {
+    if let path = findExecutable(name) { return path }
+    if runningInCI { Issue.record("\(name) is not installed; CI must provide it") }
+    return nil
+}
+
+/// Sends `request` until the peer server is up (it may still be starting).
+func roundTripWhenUp(_ client: HTTP3Transport, _ request: HTTPRequest, body: HTTPBody? = nil) async throws -> HTTPClientResponse {
+    var lastError: any Error = HTTPError.connectTimeout
+    for _ in 0..<50 {
+        do {
+            return try await client.roundTrip(request, body: body)
+        } catch HTTPError.connectionRefused(let why) {
+            lastError = HTTPError.connectionRefused(why)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+    throw lastError
+}
+
+@Suite("HTTP/3 interop with independent implementations")
+struct HTTP3InteropTests {
+    let files = InteropFiles.shared
+    let pki = TestPKI.shared
+
+    func client() -> HTTP3Transport {
+        HTTP3Transport(configuration: .init(tls: pki.clientTLS(alpn: ["h3"])))
+    }
+
+    @Test("our client fetches 1 MB and 50 MB files from ngtcp2's gtlsserver, byte-exact")
+    func clientToGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        let port = try freeUDPPort()
+        let server = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.directory.path)", "127.0.0.1", "\(port)",
+                                                  pki.keyFile, pki.certFile], directory: pki.directory)
+        defer { server.stop() }
+        let client = client()
+        try await withTimeout(120) {
+            for name in ["file-1m", "file-50m"] {
+                let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/\(name)")
+                let response = try await roundTripWhenUp(client, request)
+                #expect(response.head.status == .ok)
+                var hash = SHA256()
+                var size = 0
+                for try await chunk in response.body {
+                    hash.update(chunk)
+                    size += chunk.readableBytes
+                }
+                #expect(hash.finalize() == files.hashes[name], "\(name): \(size) bytes")
+            }
+        }
+        await client.shutdown()
+    }
+
+    @Test("ngtcp2's gtlsclient fetches a 1 MB file from our server, byte-exact")
+    func gtlsclientToServer() async throws {
+        guard let gtlsclient = requirePeer("gtlsclient") else { return }
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS(alpn: ["h3"]))
+        configuration.gracefulShutdownTimeout = .seconds(2)
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: DirectoryHandler(root: files.directory))
+        let port = server.localAddress.port ?? 0
+        let downloads = pki.directory.appendingPathComponent("gtlsclient-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: downloads, withIntermediateDirectories: true)
+        let client = try PeerProcess(gtlsclient, ["-q", "--exit-on-all-streams-close", "--download=\(downloads.path)",
+                                                  "127.0.0.1", "\(port)", "https://localhost:\(port)/file-1m"],
+                                     directory: pki.directory)
+        let status = client.waitForExit(seconds: 30)
+        #expect(status == 0, "gtlsclient exit status \(String(describing: status)): \(client.output.suffix(1000))")
+        let data = FileManager.default.contents(atPath: downloads.appendingPathComponent("file-1m").path) ?? Data()
+        #expect(data.count == 1 << 20)
+        #expect(sha256(data) == files.hashes["file-1m"])
+        await server.shutdown()
+    }
+
+    @Test("our client against aioquic's server: GET and POST")
+    func clientToAioquic() async throws {
+        guard let python = aioquicPython() else { return }
+        let port = try freeUDPPort()
+        let script = packageRoot.appendingPathComponent("Tests/Peers/aioquic_peer.py").path
+        let server = try PeerProcess(python, [script, "server", "--port", "\(port)", "--cert", pki.certFile, "--key", pki.keyFile,
+                                              "--root", files.directory.path], directory: pki.directory)
+        defer { server.stop() }
+        let client = client()
+        try await withTimeout(60) {
+            let get = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/file-1m")
+            let response = try await roundTripWhenUp(client, get)
+            #expect(response.head.status == .ok)
+            #expect(response.head.headerFields[HTTPField.Name("server")!] == "aioquic-peer")
+            let body = try await response.body.collect(upTo: 2 << 20)
+            #expect(sha256(body) == files.hashes["file-1m"])
+
+            var generator = PatternGenerator(seed: 77)
+            let upload = generator.next(300_000)
+            let post = HTTPRequest(method: .post, scheme: "https", authority: "localhost:\(port)", path: "/echo")
+            let echoed = try await client.roundTrip(post, body: HTTPBody(upload))
+            #expect(echoed.head.status == .ok)
+            #expect(try await echoed.body.collect(upTo: 1 << 20) == upload)
+        }
+        await client.shutdown()
+    }
+
+    @Test("aioquic's client against our server: GET and POST")
+    func aioquicToServer() async throws {
+        guard let python = aioquicPython() else { return }
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS(alpn: ["h3"]))
+        configuration.gracefulShutdownTimeout = .seconds(2)
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: DirectoryHandler(root: files.directory))
+        let port = server.localAddress.port ?? 0
+        let script = packageRoot.appendingPathComponent("Tests/Peers/aioquic_peer.py").path
+        let work = pki.directory.appendingPathComponent("aioquic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+
+        let getOutput = work.appendingPathComponent("got").path
+        let get = try PeerProcess(python, [script, "client", "https://localhost:\(port)/file-1m", "--connect", "127.0.0.1",
+                                           "--cafile", pki.caFile, "--output", getOutput], directory: work)
+        #expect(get.waitForExit(seconds: 30) == 0, "aioquic client: \(get.output.suffix(1000))")
+        #expect(get.output.contains("status 200"))
+        #expect(sha256(FileManager.default.contents(atPath: getOutput) ?? Data()) == files.hashes["file-1m"])
+
+        let uploadPath = work.appendingPathComponent("upload").path
+        var generator = PatternGenerator(seed: 78)
+        let upload = Data(generator.next(500_000).readableBytesView)
+        FileManager.default.createFile(atPath: uploadPath, contents: upload)
+        let postOutput = work.appendingPathComponent("echoed").path
+        let post = try PeerProcess(python, [script, "client", "https://localhost:\(port)/echo", "--connect", "127.0.0.1",
+                                            "--method", "POST", "--data", uploadPath, "--cafile", pki.caFile,
+                                            "--output", postOutput], directory: work)
+        #expect(post.waitForExit(seconds: 30) == 0, "aioquic client: \(post.output.suffix(1000))")
+        #expect(FileManager.default.contents(atPath: postOutput) == upload)
+        await server.shutdown()
+    }
+}
