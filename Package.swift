@@ -85,7 +85,8 @@ let package = Package(
             dependencies: ["QUIC", "CGnuTLS", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOPosix", package: "swift-nio")],
             path: "Tests/QUICTestSupport",
-            swiftSettings: strictSettings
+            // Optimized even in debug builds: it generates and hashes hundreds of megabytes.
+            swiftSettings: strictSettings + [.unsafeFlags(["-O"])]
         ),
         .testTarget(
             name: "QUICTests",

@@ -120,7 +120,7 @@ struct HTTP3InteropTests {
                                                   pki.keyFile, pki.certFile], directory: pki.directory)
         defer { server.stop() }
         let client = client()
-        try await withTimeout(120) {
+        try await withHeavyTimeout(120) {
             for name in ["file-1m", "file-50m"] {
                 let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/\(name)")
                 let response = try await roundTripWhenUp(client, request)
@@ -149,7 +149,7 @@ struct HTTP3InteropTests {
         let client = try PeerProcess(gtlsclient, ["-q", "--exit-on-all-streams-close", "--download=\(downloads.path)",
                                                   "127.0.0.1", "\(port)", "https://localhost:\(port)/file-1m"],
                                      directory: pki.directory)
-        let status = client.waitForExit(seconds: 30)
+        let status = await client.waitForExit(seconds: 30)
         #expect(status == 0, "gtlsclient exit status \(String(describing: status)): \(client.output.suffix(1000))")
         let data = FileManager.default.contents(atPath: downloads.appendingPathComponent("file-1m").path) ?? Data()
         #expect(data.count == 1 << 20)
@@ -198,7 +198,7 @@ struct HTTP3InteropTests {
         let getOutput = work.appendingPathComponent("got").path
         let get = try PeerProcess(python, [script, "client", "https://localhost:\(port)/file-1m", "--connect", "127.0.0.1",
                                            "--cafile", pki.caFile, "--output", getOutput], directory: work)
-        #expect(get.waitForExit(seconds: 30) == 0, "aioquic client: \(get.output.suffix(1000))")
+        #expect(await get.waitForExit(seconds: 30) == 0, "aioquic client: \(get.output.suffix(1000))")
         #expect(get.output.contains("status 200"))
         #expect(sha256(FileManager.default.contents(atPath: getOutput) ?? Data()) == files.hashes["file-1m"])
 
@@ -210,7 +210,7 @@ struct HTTP3InteropTests {
         let post = try PeerProcess(python, [script, "client", "https://localhost:\(port)/echo", "--connect", "127.0.0.1",
                                             "--method", "POST", "--data", uploadPath, "--cafile", pki.caFile,
                                             "--output", postOutput], directory: work)
-        #expect(post.waitForExit(seconds: 30) == 0, "aioquic client: \(post.output.suffix(1000))")
+        #expect(await post.waitForExit(seconds: 30) == 0, "aioquic client: \(post.output.suffix(1000))")
         #expect(FileManager.default.contents(atPath: postOutput) == upload)
         await server.shutdown()
     }

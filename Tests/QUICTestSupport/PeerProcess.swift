@@ -30,7 +30,10 @@ public final class PeerProcess: @unchecked Sendable {
 
     /// Waits for the peer to exit by itself; returns its exit status, or `nil` (after killing
     /// it) if it is still running after `seconds`.
-    public func waitForExit(seconds: Double) -> Int32? {
+    ///
+    /// Async, so that waiting never blocks a thread of the (small) cooperative pool that the
+    /// server under test needs.
+    public func waitForExit(seconds: Double) async -> Int32? {
         let pid = process.processIdentifier
         var status: Int32 = 0
         let deadline = Date().addingTimeInterval(seconds)
@@ -41,7 +44,7 @@ public final class PeerProcess: @unchecked Sendable {
                 // Foundation reaped it first.
                 return process.isRunning ? nil : process.terminationStatus
             }
-            usleep(20_000)
+            try? await Task.sleep(for: .milliseconds(20))
         }
         stop()
         return nil

@@ -18,7 +18,16 @@ public struct TestPKI: Sendable {
     }()
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("swift-h3-tests-\(getpid())")
+        // One folder per test process under one parent; folders of processes that are gone are
+        // removed, so repeated runs do not pile up files (the interop files are 50 MB).
+        let parent = FileManager.default.temporaryDirectory.appendingPathComponent("swift-h3-tests")
+        try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? [] {
+            if let pid = Int32(name), pid != getpid(), kill(pid, 0) != 0 {
+                try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
+            }
+        }
+        directory = parent.appendingPathComponent("\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         ca = try CertificateGenerator.makeCertificateAuthority(commonName: "swift-h3 test CA")
         server = try CertificateGenerator.makeLeaf(.init(commonName: "localhost", dnsNames: ["localhost"],
@@ -93,18 +102,58 @@ public struct PatternGenerator {
     public mutating func next(_ count: Int) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(count)
+        var state = self.state
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            let base = raw.baseAddress!
             var index = 0
-            while index < count {
+            while index + 8 <= count {
                 state ^= state << 13; state ^= state >> 7; state ^= state << 17
-                var word = state
-                let n = min(8, count - index)
-                withUnsafeBytes(of: &word) { raw.baseAddress!.advanced(by: index).copyMemory(from: $0.baseAddress!, byteCount: n) }
-                index += n
+                base.storeBytes(of: state.littleEndian, toByteOffset: index, as: UInt64.self)
+                index += 8
+            }
+            if index < count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                var word = state.littleEndian
+                withUnsafeBytes(of: &word) { base.advanced(by: index).copyMemory(from: $0.baseAddress!, byteCount: count - index) }
             }
             return count
         }
+        self.state = state
         return buffer
+    }
+
+    /// The SHA-256 of `total` bytes of this pattern made in `chunk`-sized pieces (yields between
+    /// pieces, so a long computation does not starve other tasks).
+    public static func hash(seed: UInt64, total: Int, chunk: Int = 256 << 10) async -> [UInt8] {
+        var generator = PatternGenerator(seed: seed)
+        var hash = SHA256()
+        var made = 0
+        while made < total {
+            let piece = generator.next(Swift.min(chunk, total - made))
+            hash.update(piece)
+            made += piece.readableBytes
+            await Task.yield()
+        }
+        return hash.finalize()
+    }
+}
+
+/// Lets one heavy (CPU- and bandwidth-hungry) test run at a time, so that parallel heavy
+/// transfers on a 2-core machine do not starve the servers under test of CPU.
+public actor HeavyTestGate {
+    public static let shared = HeavyTestGate()
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    public func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if busy {
+            await withCheckedContinuation { waiters.append($0) }
+        }
+        busy = true
+        defer {
+            if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+        }
+        return try await body()
     }
 }
 
@@ -138,4 +187,10 @@ public func freeUDPPort() throws -> Int {
     }
     guard bound == 0 else { throw QUICError.internalError("cannot find a free port") }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// ``withTimeout(_:_:)`` for a heavy test: waits its turn at ``HeavyTestGate`` first (the
+/// wait does not count against the timeout).
+public func withHeavyTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await HeavyTestGate.shared.run { try await withTimeout(seconds, body) }
 }

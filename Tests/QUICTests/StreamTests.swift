@@ -51,7 +51,7 @@ struct StreamTests {
     func largeStream() async throws {
         let server = try await EchoServer(configuration: serverConfiguration())
         defer { Task { await server.close() } }
-        try await withTimeout(120) {
+        try await withHeavyTimeout(120) {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port,
                                                           configuration: clientConfiguration())
             let stream = try await connection.openStream()
