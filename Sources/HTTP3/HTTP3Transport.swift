@@ -385,6 +385,14 @@ final class TrackedBodySource: HTTPBodySource, @unchecked Sendable {
         self.onEnd = onEnd
     }
 
+    deinit {
+        // A response dropped unread: release its stream and flow-control credit.
+        if !ended.withLockedValue({ $0 }) {
+            inner.cancel()
+            onEnd()
+        }
+    }
+
     private func end() {
         let first = ended.withLockedValue { ended -> Bool in
             defer { ended = true }

@@ -72,8 +72,12 @@ struct HTTP3BodySource: HTTPBodySource {
     let session: HTTP3Session
 
     func next() async throws -> ByteBuffer? {
-        try Task.checkCancellation()
         let stream = self.stream, session = self.session
+        if Task.isCancelled {
+            // Cancelled between reads: the stream must still be cancelled on the wire.
+            session.eventLoop.execute { session.cancelReading(stream, error: .streamReset(code: HTTP3ErrorCode.requestCancelled)) }
+            throw CancellationError()
+        }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 session.eventLoop.execute { session.read(stream, continuation: continuation) }

@@ -111,8 +111,10 @@ package final class UDPSocket {
 
     private static func bootstrap(handler: UDPSocketHandler, options: UDPSocketOptions,
                                   on eventLoop: any EventLoop) -> DatagramBootstrap {
+        // No SO_REUSEADDR: on Linux it lets the kernel hand an ephemeral UDP port that another
+        // SO_REUSEADDR socket already uses to a new socket, and datagrams then go astray.
+        // (UDP has no TIME_WAIT, so a restarted server binds its port again without it.)
         var bootstrap = DatagramBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
             .channelOption(.maxMessagesPerRead, value: 64)
         if let size = options.receiveBufferSize {
