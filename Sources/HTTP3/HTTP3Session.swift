@@ -64,6 +64,9 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var statistics = HTTP3SessionStatistics()
     weak var delegate: (any HTTP3SessionDelegate)?
     private var qpackEncoderStreamID: Int64 = -1
+    /// The stream whose bare FIN was offered last and not yet taken (see `pendingStreamData`).
+    private var lastBareFIN: Int64?
+    private var finsToRetry: [Int64] = []
     /// The peer's unidirectional streams whose type byte has been seen: the QPACK encoder one.
     private var peerUniStreamTypes: [Int64: UInt8] = [:]
     /// Client: the server's GOAWAY stream ID; requests at or above it were not processed.
@@ -568,6 +571,8 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     func streamClosed(streamID: Int64, applicationErrorCode: UInt64?) {
         guard let h3 else { return }
+        finsToRetry.removeAll { $0 == streamID }
+        if lastBareFIN == streamID { lastBareFIN = nil }
         let rv = nghttp3_conn_close_stream(h3, streamID, applicationErrorCode ?? HTTP3ErrorCode.noError)
         if rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND {
             logger.debug("nghttp3_conn_close_stream failed", metadata: ["error": "\(nghttp3Message(rv))"])
@@ -607,6 +612,17 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     func pendingStreamData(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> PendingStreamData? {
         guard let h3, let base = vectors.baseAddress else { return nil }
+        // nghttp3 0.8 unschedules a stream as soon as it hands out a bare FIN, before knowing
+        // whether the packet had room for it; if it had not, nghttp3 never offers it again.
+        // Keep such FINs and offer them ourselves until ngtcp2 takes them.
+        if let offered = lastBareFIN {
+            lastBareFIN = nil
+            if !finsToRetry.contains(offered) { finsToRetry.append(offered) }
+        }
+        if let retry = finsToRetry.first {
+            lastBareFIN = retry
+            return PendingStreamData(streamID: retry, vectorCount: 0, fin: true)
+        }
         var streamID: Int64 = -1
         var fin: Int32 = 0
         let count = base.withMemoryRebound(to: nghttp3_vec.self, capacity: vectors.count) {
@@ -618,11 +634,16 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             return nil
         }
         guard streamID >= 0 else { return nil }
+        if count == 0 && fin != 0 { lastBareFIN = streamID }
         return PendingStreamData(streamID: streamID, vectorCount: count, fin: fin != 0)
     }
 
     func wrote(streamID: Int64, bytes: Int, fin: Bool) throws(QUICError) {
         guard let h3 else { return }
+        if streamID == lastBareFIN {
+            lastBareFIN = nil
+            finsToRetry.removeAll { $0 == streamID }
+        }
         if streamID == qpackEncoderStreamID { statistics.qpackEncoderBytesSent += bytes }
         let rv = nghttp3_conn_add_write_offset(h3, streamID, bytes)
         if rv != 0 { throw .internalError("nghttp3_conn_add_write_offset: \(nghttp3Message(rv))") }
@@ -635,6 +656,8 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     func streamWriteClosed(streamID: Int64) {
         guard let h3 else { return }
+        finsToRetry.removeAll { $0 == streamID }
+        if lastBareFIN == streamID { lastBareFIN = nil }
         nghttp3_conn_shutdown_stream_write(h3, streamID)
         guard let stream = streams[streamID], stream.writeError == nil, !stream.writeShutByPeer else { return }
         // The peer sent STOP_SENDING. ngtcp2 0.12 does not tell its code here; the peer's

@@ -288,6 +288,8 @@ final class HTTP3ClientConnection: Sendable {
         }
         let stream: RequestStream
         do {
+            // A task cancelled before its request went out sends nothing.
+            try Task.checkCancellation()
             stream = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RequestStream, any Error>) in
                 loop.execute { session.startRequest(request, hasBody: hasBody, continuation: continuation) }
             }

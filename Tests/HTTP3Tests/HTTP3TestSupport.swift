@@ -141,6 +141,27 @@ struct HTTP3Fixture {
         HTTPRequest(method: method, scheme: "https", authority: authority, path: path, headerFields: fields)
     }
 
+    /// Runs a test step with a timeout; stops the fixture if the step fails, so that no
+    /// connection outlives its test.
+    func run(_ seconds: Double, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        do {
+            try await withTimeout(seconds, body)
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
+    /// ``run(_:_:)`` for a heavy test (one at a time, see `HeavyTestGate`).
+    func runHeavy(_ seconds: Double, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        do {
+            try await withHeavyTimeout(seconds, body)
+        } catch {
+            await stop()
+            throw error
+        }
+    }
+
     func stop() async {
         await client.shutdown()
         await server.shutdown()

@@ -12,7 +12,7 @@ struct HTTP3Tests {
     @Test("GET and HEAD")
     func getAndHead() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(20) {
+        try await fixture.run(20) {
             let response = try await fixture.client.roundTrip(fixture.request(.get, "/hello"))
             #expect(response.head.status == .ok)
             #expect(response.head.headerFields[.contentType] == "text/plain")
@@ -41,7 +41,7 @@ extension HTTP3Tests {
     @Test("POST with a 100 MB streamed upload, compared by hash")
     func largeUpload() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withHeavyTimeout(240) {
+        try await fixture.runHeavy(240) {
             let total = 100 << 20
             let body = HTTPBody(LazyPattern(seed: 5, total: total), length: Int64(total))
             let expectedHash = await PatternGenerator.hash(seed: 5, total: total)
@@ -56,7 +56,7 @@ extension HTTP3Tests {
     @Test("a 100 MB streamed download, compared by hash")
     func largeDownload() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withHeavyTimeout(240) {
+        try await fixture.runHeavy(240) {
             let total = 100 << 20
             let response = try await fixture.client.roundTrip(fixture.request(.get, "/bytes?n=\(total)&seed=9"))
             #expect(response.body.length == Int64(total))
@@ -76,7 +76,7 @@ extension HTTP3Tests {
     @Test("1,000 concurrent requests share one connection up to the server's MAX_STREAMS, with QPACK both ways")
     func thousandRequests() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(120) {
+        try await fixture.run(120) {
             let client = fixture.client
             let ok = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for index in 0..<1000 {
@@ -116,7 +116,7 @@ extension HTTP3Tests {
     @Test("trailers travel both ways")
     func trailers() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(20) {
+        try await fixture.run(20) {
             var requestTrailers = HTTPFields()
             requestTrailers[HTTPField.Name("x-client-trailer")!] = "from the client"
             let body = HTTPBody(string: "twelve bytes", trailers: requestTrailers)
@@ -132,7 +132,7 @@ extension HTTP3Tests {
     @Test("a throwing handler yields a 500, or a reset after the head, and the connection keeps serving")
     func throwingHandler() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(20) {
+        try await fixture.run(20) {
             let failed = try await fixture.client.roundTrip(fixture.request(.get, "/throw"))
             #expect(failed.head.status == .internalServerError)
             _ = try await failed.body.collect(upTo: 1024)
@@ -153,17 +153,21 @@ extension HTTP3Tests {
     @Test("cancelling the client's task cancels the request, and the handler sees it")
     func cancellation() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(20) {
+        try await fixture.run(20) {
             let client = fixture.client
+            // The task signals once body bytes flow (the handler is streaming), then is cancelled.
+            let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
             let task = Task {
                 let response = try await client.roundTrip(fixture.request(.get, "/stream-until-cancelled"))
                 var count = 0
                 for try await chunk in response.body {
+                    if count == 0 { startedContinuation.yield() }
                     count += chunk.readableBytes
                 }
                 return count
             }
-            try await Task.sleep(for: .milliseconds(300))
+            var iterator = started.makeAsyncIterator()
+            await iterator.next()
             task.cancel()
             let result = await task.result
             #expect(throws: (any Error).self) { try result.get() }
@@ -186,7 +190,7 @@ extension HTTP3Tests {
     @Test("graceful shutdown: requests in flight complete, then the server closes")
     func gracefulShutdown() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(30) {
+        try await fixture.run(30) {
             let client = fixture.client
             let requests = (0..<10).map { _ in
                 Task { () throws -> String in
@@ -239,7 +243,7 @@ extension HTTP3Tests {
     @Test("GOAWAY: requests in flight finish, waiting ones move to a new connection, nobody fails")
     func goawayMovesClient() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(60) {
+        try await fixture.run(60) {
             let client = fixture.client
             // 200 requests: 100 in flight (the server's MAX_STREAMS), 100 waiting for a stream.
             let requests = (0..<200).map { index in
@@ -268,7 +272,7 @@ extension HTTP3Tests {
     @Test("a request without :path is refused with H3_MESSAGE_ERROR; the connection carries on")
     func missingPath() async throws {
         let fixture = try await HTTP3Fixture.start()
-        try await withTimeout(20) {
+        try await fixture.run(20) {
             let bad = HTTPRequest(method: .get, scheme: "https", authority: fixture.authority, path: nil)
             await #expect {
                 let response = try await fixture.client.roundTrip(bad)
@@ -288,7 +292,7 @@ extension HTTP3Tests {
     @Test("an oversized header section gets 431; the connection carries on")
     func oversizedHeaders() async throws {
         let fixture = try await HTTP3Fixture.start { $0.http3.maxHeaderSectionSize = 4096 }
-        try await withTimeout(20) {
+        try await fixture.run(20) {
             var fields = HTTPFields()
             fields[HTTPField.Name("x-huge")!] = String(repeating: "a", count: 8000)
             let response = try await fixture.client.roundTrip(fixture.request(.get, "/hello", fields: fields))
@@ -313,7 +317,7 @@ extension HTTP3Tests {
             // A frame length running past 2^62.
             ("bad length", [0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
         ]
-        try await withTimeout(30) {
+        try await fixture.run(30) {
             for (name, bytes) in cases {
                 var configuration = QUICConfiguration(tls: TestPKI.shared.clientTLS(alpn: ["h3"]))
                 configuration.idleTimeout = .seconds(5)
