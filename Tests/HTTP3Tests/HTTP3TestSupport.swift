@@ -103,6 +103,12 @@ struct TestHandler: HTTPHandler {
                 await observations.record("cancel", "\(error)")
                 throw error
             }
+        case "/late-fin":
+            // Body first, the end of the stream a moment later: nghttp3 then sends a bare FIN.
+            try await response.writeHead(HTTPResponse(status: .ok))
+            try await response.write(ByteBuffer(string: "body"))
+            try await Task.sleep(for: .milliseconds(5))
+            try await response.finish()
         case "/slow":
             await observations.begin()
             let millis = Int(query(path, "ms") ?? "500") ?? 500
