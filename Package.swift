@@ -13,7 +13,7 @@ let package = Package(
         .library(name: "QUIC", targets: ["QUIC"]),
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
-        .executable(name: "quic-demo", targets: ["quic-demo"]),
+        .executable(name: "h3-demo", targets: ["h3-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -75,8 +75,10 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .executableTarget(
-            name: "quic-demo",
-            dependencies: ["QUIC", .product(name: "NIOCore", package: "swift-nio")],
+            name: "h3-demo",
+            dependencies: ["QUIC", "HTTP3", "HTTPAPI",
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Shared by the test targets: run-time PKI, timeouts, hashing, peer processes.
