@@ -600,6 +600,12 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         }
     }
 
+    func peerStreamLimitRaised(bidirectional: Bool, maxStreams: UInt64) {
+        // nghttp3 tracks how many request streams the client may open in total.
+        guard bidirectional, role == .server, let h3 else { return }
+        nghttp3_conn_set_max_client_streams_bidi(h3, maxStreams)
+    }
+
     func streamCreditAvailable(streamID: Int64) {
         guard let h3 else { return }
         _ = nghttp3_conn_unblock_stream(h3, streamID)

@@ -860,6 +860,10 @@ extension ConnectionCore {
             core(userData)?.application?.streamLimitRaised(bidirectional: true)
             return 0
         }
+        cb.extend_max_remote_streams_bidi = { _, maxStreams, userData in
+            core(userData)?.application?.peerStreamLimitRaised(bidirectional: true, maxStreams: maxStreams)
+            return 0
+        }
         cb.extend_max_local_streams_uni = { _, _, userData in
             core(userData)?.application?.streamLimitRaised(bidirectional: false)
             return 0

@@ -56,4 +56,10 @@ package protocol QUICApplicationProtocol: AnyObject {
     func streamWriteClosed(streamID: Int64)
     /// The connection closed. `error` is `nil` for a clean close with no error.
     func connectionClosed(error: QUICError?)
+    /// We raised the number of streams the peer may open (cumulative `maxStreams`).
+    func peerStreamLimitRaised(bidirectional: Bool, maxStreams: UInt64)
+}
+
+extension QUICApplicationProtocol {
+    package func peerStreamLimitRaised(bidirectional: Bool, maxStreams: UInt64) {}
 }

@@ -53,7 +53,7 @@ struct InteropFiles: Sendable {
             var hash = SHA256()
             hash.update(buffer)
             hashes[name] = hash.finalize()
-            FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path,
+            _ = FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path,
                                            contents: Data(buffer.readableBytesView))
         }
         return InteropFiles(directory: directory, hashes: hashes)
@@ -205,7 +205,7 @@ struct HTTP3InteropTests {
         let uploadPath = work.appendingPathComponent("upload").path
         var generator = PatternGenerator(seed: 78)
         let upload = Data(generator.next(500_000).readableBytesView)
-        FileManager.default.createFile(atPath: uploadPath, contents: upload)
+        _ = FileManager.default.createFile(atPath: uploadPath, contents: upload)
         let postOutput = work.appendingPathComponent("echoed").path
         let post = try PeerProcess(python, [script, "client", "https://localhost:\(port)/echo", "--connect", "127.0.0.1",
                                             "--method", "POST", "--data", uploadPath, "--cafile", pki.caFile,
