@@ -22,6 +22,13 @@ public final class QUICConnection: Sendable {
         self.remoteAddress = core.remoteAddress
     }
 
+    deinit {
+        // Nobody can use the connection any more (streams keep their connection alive): close it
+        // rather than let it linger until the idle timeout.
+        let core = self.core
+        core.eventLoop.execute { core.close(applicationError: 0, reason: "") }
+    }
+
     /// Streams the peer opens, in order. Ends when the connection closes.
     public var incomingStreams: AsyncStream<QUICStream> { application.incomingStreams }
 
