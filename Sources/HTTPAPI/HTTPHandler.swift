@@ -42,6 +42,7 @@ public struct HTTPRequestContext: Sendable {
     /// Whether the request arrived in TLS early data (0-RTT) and may be a replay.
     public var isEarlyData: Bool
 
+    /// Creates a context (transports do this; tests of handlers may too).
     public init(protocolVersion: HTTPProtocolVersion, remoteAddress: String? = nil, localAddress: String? = nil,
                 tlsServerName: String? = nil, clientCertificate: [UInt8]? = nil, isEarlyData: Bool = false) {
         self.protocolVersion = protocolVersion

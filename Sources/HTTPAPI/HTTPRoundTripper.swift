@@ -54,6 +54,7 @@ public struct HTTPTimings: Sendable, Hashable {
     /// The response head arrived.
     public var firstResponseByte: Duration = .zero
 
+    /// All phases at zero.
     public init() {}
 }
 
@@ -70,6 +71,7 @@ public struct HTTPResponseMetadata: Sendable, Hashable {
     /// Phase timings.
     public var timings: HTTPTimings
 
+    /// Creates metadata (transports do this).
     public init(protocolVersion: HTTPProtocolVersion, remoteAddress: String? = nil, connectionReused: Bool = false,
                 earlyDataBytes: Int = 0, timings: HTTPTimings = HTTPTimings()) {
         self.protocolVersion = protocolVersion
@@ -89,6 +91,7 @@ public struct HTTPClientResponse: Sendable {
     /// How the exchange went.
     public var metadata: HTTPResponseMetadata
 
+    /// Creates a response (transports do this; test doubles of a round tripper may too).
     public init(head: HTTPResponse, body: HTTPBody, metadata: HTTPResponseMetadata) {
         self.head = head
         self.body = body
