@@ -134,12 +134,12 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
     }
 
     func beginShutdown(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        if let existing = drainedPromise { return existing.futureResult }  // a shutdown is under way
         let promise = eventLoop.makePromise(of: Void.self)
         drainedPromise = promise
         for session in sessions.values { session.beginGracefulShutdown() }
-        if sessions.isEmpty { completeDrain() }
-        let timeout = TimeAmount.nanoseconds(Int64(shutdownTimeout.components.seconds) * 1_000_000_000
-                                             + shutdownTimeout.components.attoseconds / 1_000_000_000)
+        if sessions.isEmpty { completeDrain(); return promise.futureResult }
+        let timeout = TimeAmount(shutdownTimeout)
         eventLoop.scheduleTask(in: timeout) { [self] in completeDrain() }
         return promise.futureResult
     }

@@ -89,10 +89,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         var callbacks = Self.callbacks()
         var h3Settings = nghttp3_settings()
         swift_nghttp3_settings_default(&h3Settings)
-        h3Settings.max_field_section_size = UInt64(settings.maxHeaderSectionSize)
-        h3Settings.qpack_max_dtable_capacity = settings.qpackTableCapacity
-        h3Settings.qpack_encoder_max_dtable_capacity = settings.qpackTableCapacity
-        h3Settings.qpack_blocked_streams = settings.qpackBlockedStreams
+        h3Settings.max_field_section_size = UInt64(max(0, settings.maxHeaderSectionSize))
+        h3Settings.qpack_max_dtable_capacity = max(0, settings.qpackTableCapacity)
+        h3Settings.qpack_encoder_max_dtable_capacity = max(0, settings.qpackTableCapacity)
+        h3Settings.qpack_blocked_streams = max(0, settings.qpackBlockedStreams)
         var conn: OpaquePointer?
         let userData = Unmanaged.passUnretained(self).toOpaque()
         let rv = role == .client
@@ -113,6 +113,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     /// A request waiting for the peer's stream limit (MAX_STREAMS) to allow one more stream.
     private struct PendingRequest {
+        let token: UInt64
         let head: HTTPRequest
         let hasBody: Bool
         let continuation: CheckedContinuation<RequestStream, any Error>
@@ -121,11 +122,31 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     /// Opens a request stream and submits the head at once if the peer's stream limit allows,
     /// otherwise when it next rises. Requests are served in order.
-    func startRequest(_ head: HTTPRequest, hasBody: Bool, continuation: CheckedContinuation<RequestStream, any Error>) {
+    func startRequest(_ head: HTTPRequest, hasBody: Bool, token: UInt64,
+                      continuation: CheckedContinuation<RequestStream, any Error>) {
         if isClosed { continuation.resume(throwing: httpError(closeError)); return }
         if goawayID != nil { continuation.resume(throwing: HTTPError.requestRejected); return }
-        pendingRequests.append(PendingRequest(head: head, hasBody: hasBody, continuation: continuation))
+        if cancelledTokens.remove(token) != nil { continuation.resume(throwing: CancellationError()); return }
+        pendingRequests.append(PendingRequest(token: token, head: head, hasBody: hasBody, continuation: continuation))
         submitPendingRequests()
+    }
+
+    /// The task waiting for a stream slot was cancelled: it leaves the line.
+    func cancelPendingRequest(token: UInt64) {
+        if let index = pendingRequests.firstIndex(where: { $0.token == token }) {
+            pendingRequests.remove(at: index).continuation.resume(throwing: CancellationError())
+        } else {
+            // Not queued yet (the cancel overtook the request) or already submitted.
+            cancelledTokens.insert(token)
+            if cancelledTokens.count > 1024 { cancelledTokens.removeAll() }
+        }
+    }
+    private var cancelledTokens: Set<UInt64> = []
+    private var nextToken: UInt64 = 0
+    /// A number identifying one waiting request (for cancellation).
+    func makeRequestToken() -> UInt64 {
+        nextToken += 1
+        return nextToken
     }
 
     private func submitPendingRequests() {
@@ -225,8 +246,15 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private func closeIfDrained() {
         guard activeRequests == 0, !isClosed else { return }
         if (role == .server && shuttingDown) || (role == .client && goawayID != nil) {
-            core.close(applicationError: HTTP3ErrorCode.noError, reason: "")
+            closeConnection(code: HTTP3ErrorCode.noError)
         }
+    }
+
+    /// Closes the connection after the current call into ngtcp2/nghttp3 has returned (closing
+    /// from inside their callbacks is not allowed).
+    private func closeConnection(code: UInt64) {
+        let core = self.core
+        eventLoop.execute { core.close(applicationError: code, reason: "") }
     }
 
     // MARK: - Body I/O (called on the loop by readers and writers)
@@ -259,10 +287,9 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     /// The reader is gone: stop the peer sending and drop what is buffered.
     func cancelReading(_ stream: RequestStream, error: HTTPError, code: UInt64 = HTTP3ErrorCode.requestCancelled) {
+        // Whatever is buffered will not be read: its connection credit goes back to the peer.
+        releaseBufferedBody(stream)
         guard !stream.receivedEnd, stream.readError == nil else { return }
-        core.extendConnectionWindow(by: stream.bufferedBytes)
-        stream.body.removeAll()
-        stream.bufferedBytes = 0
         stream.failReader(error)
         if !stream.closed {
             if let h3 { _ = nghttp3_conn_shutdown_stream_read(h3, stream.id) }
@@ -298,9 +325,25 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         resume(stream)
     }
 
+    /// Gives the connection credit of unread body bytes back and drops them.
+    private func releaseBufferedBody(_ stream: RequestStream) {
+        guard stream.bufferedBytes > 0 else { return }
+        core.extendConnectionWindow(by: stream.bufferedBytes)
+        stream.body.removeAll()
+        stream.bufferedBytes = 0
+    }
+
+    /// Ends only our sending side (RESET_STREAM): the response can still be read.
+    func resetWriting(_ stream: RequestStream, code: UInt64) {
+        stream.failWriters(.streamReset(code: code))
+        guard !stream.closed else { return }
+        core.resetStream(streamID: stream.id, applicationError: code)
+    }
+
     /// Abandons the stream in both directions with an HTTP/3 error code.
     func reset(_ stream: RequestStream, code: UInt64) {
         stream.failWriters(.streamReset(code: code))
+        releaseBufferedBody(stream)
         stream.failReader(.streamReset(code: code))
         guard !stream.closed else { return }
         if let h3 { _ = nghttp3_conn_shutdown_stream_read(h3, stream.id) }
@@ -575,7 +618,9 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         if lastBareFIN == streamID { lastBareFIN = nil }
         let rv = nghttp3_conn_close_stream(h3, streamID, applicationErrorCode ?? HTTP3ErrorCode.noError)
         if rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND {
+            // A critical stream (control, QPACK) closed: a connection error (RFC 9114, 6.2.1).
             logger.debug("nghttp3_conn_close_stream failed", metadata: ["error": "\(nghttp3Message(rv))"])
+            closeConnection(code: nghttp3_err_infer_quic_app_error_code(rv))
         }
         // A stream nghttp3 never knew (the peer reset it before any data) still counts.
         if let stream = streams.removeValue(forKey: streamID) {
@@ -636,7 +681,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         }
         if count < 0 {
             logger.debug("nghttp3_conn_writev_stream failed", metadata: ["error": "\(nghttp3Message(Int32(count)))"])
-            core.close(applicationError: nghttp3_err_infer_quic_app_error_code(Int32(count)), reason: "")
+            closeConnection(code: nghttp3_err_infer_quic_app_error_code(Int32(count)))
             return nil
         }
         guard streamID >= 0 else { return nil }

@@ -234,10 +234,13 @@ final class HTTP3ClientConnection: Sendable {
         var idleTimer: Scheduled<Void>?
     }
 
-    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration) {
+    let remoteAddress: String
+
+    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration, remoteAddress: String) {
         self.core = core
         self.session = session
         self.idleTimeout = idleTimeout
+        self.remoteAddress = remoteAddress
         self.loopState = LoopState()
     }
 
@@ -262,10 +265,14 @@ final class HTTP3ClientConnection: Sendable {
         } catch {
             throw HTTPError.invalidRequest("\(error)")
         }
-        guard let session = core.application as? HTTP3Session else {
-            throw HTTPError.protocolError("unexpected application protocol")
+        let (application, remote) = try await core.eventLoop.submit {
+            (core.application as? HTTP3Session, core.remoteAddress.description)
+        }.get()
+        guard let session = application else {
+            throw HTTPError.connectionClosed("the connection closed during set-up")
         }
-        let connection = HTTP3ClientConnection(core: core, session: session, idleTimeout: configuration.idleConnectionTimeout)
+        let connection = HTTP3ClientConnection(core: core, session: session, idleTimeout: configuration.idleConnectionTimeout,
+                                               remoteAddress: remote)
         try await core.eventLoop.submit {
             session.onDrain = { [weak connection] in connection?.usable.withLockedValue { $0 = false } }
             if !session.acceptsRequests { connection.usable.withLockedValue { $0 = false } }
@@ -290,8 +297,13 @@ final class HTTP3ClientConnection: Sendable {
         do {
             // A task cancelled before its request went out sends nothing.
             try Task.checkCancellation()
-            stream = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RequestStream, any Error>) in
-                loop.execute { session.startRequest(request, hasBody: hasBody, continuation: continuation) }
+            let token = try await loop.submit { session.makeRequestToken() }.get()
+            stream = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RequestStream, any Error>) in
+                    loop.execute { session.startRequest(request, hasBody: hasBody, token: token, continuation: continuation) }
+                }
+            } onCancel: {
+                loop.execute { session.cancelPendingRequest(token: token) }
             }
         } catch {
             loop.execute {
@@ -317,7 +329,9 @@ final class HTTP3ClientConnection: Sendable {
                     for try await chunk in body { try await writer.write(chunk) }
                     try await writer.finish(trailers: try await body.trailers())
                 } catch {
-                    writer.reset(code: HTTP3ErrorCode.requestCancelled)
+                    // The upload failed (or the server stopped reading it): end our side only;
+                    // a response the server already sent stays readable.
+                    writer.resetWriting(code: HTTP3ErrorCode.requestCancelled)
                 }
             }
         }
@@ -347,7 +361,7 @@ final class HTTP3ClientConnection: Sendable {
         }
         let length: Int64? = request.method == .head ? 0 : head.headerFields[.contentLength].flatMap { Int64($0) }
         let source = TrackedBodySource(inner: HTTP3BodySource(stream: stream, session: session), onEnd: finished)
-        let metadata = HTTPResponseMetadata(protocolVersion: .http3, remoteAddress: core.remoteAddress.description,
+        let metadata = HTTPResponseMetadata(protocolVersion: .http3, remoteAddress: remoteAddress,
                                             connectionReused: reused, earlyDataBytes: 0, timings: timings)
         return HTTPClientResponse(head: head, body: HTTPBody(source: source, length: length), metadata: metadata)
     }
@@ -355,8 +369,7 @@ final class HTTP3ClientConnection: Sendable {
     private func armIdleTimer() {
         let core = self.core, state = loopState
         state.idleTimer?.cancel()
-        let timeout = TimeAmount.nanoseconds(Int64(idleTimeout.components.seconds) * 1_000_000_000
-                                             + idleTimeout.components.attoseconds / 1_000_000_000)
+        let timeout = TimeAmount(idleTimeout)
         state.idleTimer = core.eventLoop.scheduleTask(in: timeout) { [weak self] in
             guard let self, state.inFlight == 0 else { return }
             self.usable.withLockedValue { $0 = false }

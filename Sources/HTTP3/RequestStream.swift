@@ -44,7 +44,9 @@ final class RequestStream: @unchecked Sendable {
     }
 
     func failReader(_ error: HTTPError) {
-        if readError == nil { readError = error }
+        // A body that arrived complete stays readable (RFC 9114, 4.1.1: never discard a
+        // complete response because the request side failed).
+        if readError == nil && !receivedEnd { readError = error }
         if let reader {
             self.reader = nil
             reader.resume(throwing: error)
@@ -128,6 +130,12 @@ struct HTTP3MessageWriter: Sendable {
     func reset(code: UInt64) {
         let stream = self.stream, session = self.session
         session.eventLoop.execute { session.reset(stream, code: code) }
+    }
+
+    /// Resets only the sending side; what the peer sends can still be read.
+    func resetWriting(code: UInt64) {
+        let stream = self.stream, session = self.session
+        session.eventLoop.execute { session.resetWriting(stream, code: code) }
     }
 }
 

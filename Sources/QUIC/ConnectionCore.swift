@@ -882,7 +882,11 @@ extension ConnectionCore {
         pathStorage.setLocal(localAddress)
         let rv = ngtcp2_conn_initiate_immediate_migration(conn, pathStorage.path, Self.now())
         guard rv == 0 else { throw .invalidArgument("migration refused: \(ngtcp2Message(rv))") }
-        writePackets()
+    }
+
+    /// Puts the path's local address back after a refused migration.
+    func restoreLocalAddress(_ address: SocketAddress) {
+        pathStorage.setLocal(address)
     }
 
     /// Ends the connection at once because of something outside QUIC (the socket failed, the

@@ -21,12 +21,14 @@ public enum QUICClient {
         let core = try await connectCore(host: host, port: port, configuration: configuration, socketOptions: socketOptions,
                                          eventLoopGroup: eventLoopGroup, logger: logger, initialToken: nil,
                                          makeApplication: { StreamApplication(core: $0) })
-        guard let application = core.application as? StreamApplication else {
-            throw QUICError.internalError("unexpected application protocol")
-        }
-        let connection = QUICConnection(core: core, application: application)
-        try await core.eventLoop.submit { application.connection = connection }.get()
-        return connection
+        return try await core.eventLoop.submit { () throws -> QUICConnection in
+            guard let application = core.application as? StreamApplication else {
+                throw core.terminationError ?? QUICError.connectionClosed
+            }
+            let connection = QUICConnection(core: core, application: application)
+            application.connection = connection
+            return connection
+        }.get()
     }
 
     /// Connects and runs the given application protocol on the connection (HTTP/3 uses this).
@@ -133,12 +135,21 @@ extension ClientHost {
                 newSocket.close()
                 throw QUICError.connectionClosed
             }
+            let previousLocal = connection.localAddress
+            do {
+                try connection.migrate(to: newSocket.localAddress ?? remote)
+            } catch {
+                // Refused (the peer disabled migration, or no spare connection ID): stay put.
+                connection.restoreLocalAddress(previousLocal)
+                newSocket.close()
+                throw error
+            }
             let old = self.socket
             self.socket = newSocket
             newSocket.setDelegate(self)
             old.setDelegate(nil)
             old.close()
-            try connection.migrate(to: newSocket.localAddress ?? remote)
+            connection.writePackets()
         }.get()
     }
 }

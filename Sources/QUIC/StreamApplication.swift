@@ -14,6 +14,8 @@ final class StreamState: @unchecked Sendable {
     var finDelivered = false
     var readError: QUICError?
     var reader: CheckedContinuation<ByteBuffer?, any Error>?
+    /// A cancellation that arrived before its read was registered.
+    var readCancelled = false
 
     // Sending side.
     var send = SendBuffer()
@@ -54,8 +56,21 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var closeError: QUICError?
     private(set) var isClosed = false
     private let sendLimit: Int
-    /// Set when a connection object exists to hand incoming streams to.
-    weak var connection: QUICConnection?
+    /// Set when a connection object exists to hand incoming streams to; streams the peer
+    /// opened before that are handed over then.
+    weak var connection: QUICConnection? {
+        didSet {
+            guard let connection else { return }
+            let early = streamsBeforeConnection
+            streamsBeforeConnection.removeAll()
+            for id in early {
+                if let state = streams[id] {
+                    incomingContinuation.yield(QUICStream(state: state, application: self, connection: connection))
+                }
+            }
+        }
+    }
+    private var streamsBeforeConnection: [Int64] = []
 
     init(core: ConnectionCore) {
         self.core = core
@@ -79,7 +94,8 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
             return
         }
         do throws(QUICError) {
-            if openWaiters.isEmpty, let id = try core.openStream(bidirectional: bidirectional) {
+            if !openWaiters.contains(where: { $0.bidirectional == bidirectional }),
+               let id = try core.openStream(bidirectional: bidirectional) {
                 _ = state(for: id)
                 continuation.resume(returning: id)
             } else {
@@ -91,7 +107,10 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     }
 
     func read(_ stream: StreamState, continuation: CheckedContinuation<ByteBuffer?, any Error>) {
-        if let chunk = stream.inbound.popFirst() {
+        if stream.readCancelled {
+            stream.readCancelled = false
+            continuation.resume(throwing: CancellationError())
+        } else if let chunk = stream.inbound.popFirst() {
             consumed(stream, chunk.readableBytes)
             continuation.resume(returning: chunk)
         } else if let error = stream.readError {
@@ -109,8 +128,13 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     }
 
     func cancelRead(_ stream: StreamState) {
-        stream.reader?.resume(throwing: CancellationError())
-        stream.reader = nil
+        if let reader = stream.reader {
+            stream.reader = nil
+            reader.resume(throwing: CancellationError())
+        } else {
+            // The cancellation overtook the read: the read, when it comes, fails at once.
+            stream.readCancelled = true
+        }
     }
 
     /// Queues bytes once the unacknowledged total is under the limit.
@@ -155,12 +179,12 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     }
 
     func stopSending(_ stream: StreamState, code: UInt64) {
-        guard stream.readError == nil, !stream.receivedFIN else { return }
-        stream.readError = .streamClosed
         // Bytes nobody will read: give their credit back to the connection.
         core.extendConnectionWindow(by: stream.bufferedBytes)
         stream.inbound.removeAll()
         stream.bufferedBytes = 0
+        guard stream.readError == nil, !stream.receivedFIN else { return }
+        stream.readError = .streamClosed
         core.stopSending(streamID: stream.id, applicationError: code)
     }
 
@@ -199,6 +223,8 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         let state = state(for: streamID)
         if let connection {
             incomingContinuation.yield(QUICStream(state: state, application: self, connection: connection))
+        } else {
+            streamsBeforeConnection.append(streamID)
         }
     }
 
