@@ -109,6 +109,14 @@ struct TestHandler: HTTPHandler {
             try await response.write(ByteBuffer(string: "body"))
             try await Task.sleep(for: .milliseconds(5))
             try await response.finish()
+        case "/ignore-body":
+            // Answers without reading the request body (after it has had time to arrive whole).
+            try await Task.sleep(for: .milliseconds(100))
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "ignored"))
+        case "/reject-upload":
+            var head = HTTPResponse(status: .init(code: 413, reasonPhrase: "Content Too Large"))
+            head.headerFields[.contentLength] = "9"
+            try await response.respond(head, body: ByteBuffer(string: "too large"))
         case "/slow":
             await observations.begin()
             let millis = Int(query(path, "ms") ?? "500") ?? 500
