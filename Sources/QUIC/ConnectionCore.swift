@@ -131,12 +131,13 @@ package final class ConnectionCore: @unchecked Sendable {
     /// A server connection for a client's first Initial packet.
     ///
     /// - Parameters:
-    ///   - header: the Initial's header, from `ngtcp2_accept`.
+    ///   - header: the Initial's header, from `ngtcp2_accept` (its token pointer cleared).
+    ///   - token: the token the Initial carried.
     ///   - originalDestinationID: the client's first destination ID (from the Retry token
     ///     when the client was retried).
     ///   - retrySourceID: the source ID of our Retry packet, if we sent one.
     init(serverWith configuration: QUICConfiguration, credentials: TLSCredentials,
-         header: UnsafePointer<ngtcp2_pkt_hd>, originalDestinationID: ConnectionID,
+         header: UnsafePointer<ngtcp2_pkt_hd>, token: [UInt8], originalDestinationID: ConnectionID,
          retrySourceID: ConnectionID?, path: PathStorage, eventLoop: any EventLoop,
          host: any ConnectionHost, logger: Logger) throws(QUICError) {
         self.eventLoop = eventLoop
@@ -158,7 +159,6 @@ package final class ConnectionCore: @unchecked Sendable {
         setUpConnRef()
 
         var settings = makeSettings()
-        settings.token = header.pointee.token
         var params = makeTransportParameters()
         params.original_dcid = originalDestinationID.cid
         if let retrySourceID {
@@ -175,8 +175,14 @@ package final class ConnectionCore: @unchecked Sendable {
         var scidC = scid.cid
         var conn: OpaquePointer?
         var callbacks = Self.callbacks(isServer: true)
-        let rv = swift_ngtcp2_conn_server_new(&conn, &clientSCID, &scidC, path.path, header.pointee.version,
-                                              &callbacks, &settings, &params, nil, opaqueSelf)
+        // The token the client sent (ngtcp2 copies it during creation).
+        let rv = token.withUnsafeBufferPointer { tokenBytes in
+            if !tokenBytes.isEmpty {
+                settings.token = ngtcp2_vec(base: UnsafeMutablePointer(mutating: tokenBytes.baseAddress), len: tokenBytes.count)
+            }
+            return swift_ngtcp2_conn_server_new(&conn, &clientSCID, &scidC, path.path, header.pointee.version,
+                                                &callbacks, &settings, &params, nil, opaqueSelf)
+        }
         guard rv == 0, let conn else { throw .internalError("ngtcp2_conn_server_new: \(ngtcp2Message(rv))") }
         self.conn = conn
         ngtcp2_conn_set_tls_native_handle(conn, UnsafeMutableRawPointer(tls.handle))

@@ -101,20 +101,27 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     // MARK: UDPSocketDelegate
 
     package func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
-        var vc = ngtcp2_version_cid()
-        let rv = datagram.buffer.withUnsafeReadableBytes { raw -> Int32 in
-            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return -1 }
-            return ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, ConnectionID.issuedLength)
+        // The IDs are copied out while the datagram's bytes are in scope: `ngtcp2_version_cid`
+        // points into them.
+        let (rv, destination, source) = datagram.buffer.withUnsafeReadableBytes { raw -> (Int32, ConnectionID, ConnectionID) in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else {
+                return (-1, ConnectionID(unchecked: []), ConnectionID(unchecked: []))
+            }
+            var vc = ngtcp2_version_cid()
+            let rv = ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, ConnectionID.issuedLength)
+            guard rv == 0 || rv == NGTCP2_ERR_VERSION_NEGOTIATION else {
+                return (rv, ConnectionID(unchecked: []), ConnectionID(unchecked: []))
+            }
+            return (rv, ConnectionID(pointer: vc.dcid, length: vc.dcidlen), ConnectionID(pointer: vc.scid, length: vc.scidlen))
         }
         if rv == NGTCP2_ERR_VERSION_NEGOTIATION {
-            sendVersionNegotiation(vc, datagram: datagram)
+            sendVersionNegotiation(destination: destination, source: source, datagram: datagram)
             return
         }
         guard rv == 0 else {
             statistics.droppedDatagrams += 1
             return
         }
-        let destination = ConnectionID(pointer: vc.dcid, length: vc.dcidlen)
         if let connection = routes[destination] {
             connection.receive(datagram)
             return
@@ -143,9 +150,14 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     private func acceptInitial(_ datagram: InboundDatagram) {
         guard accepting, !closing else { statistics.droppedDatagrams += 1; return }
         var header = ngtcp2_pkt_hd()
-        let rv = datagram.buffer.withUnsafeReadableBytes { raw -> Int32 in
-            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return -1 }
-            return ngtcp2_accept(&header, base, raw.count)
+        // The header's token points into the datagram: copy it while the bytes are in scope and
+        // clear the pointer, so nothing later can follow it.
+        let (rv, token) = datagram.buffer.withUnsafeReadableBytes { raw -> (Int32, [UInt8]) in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return (-1, []) }
+            let rv = ngtcp2_accept(&header, base, raw.count)
+            let token = header.token.base.map { Array(UnsafeBufferPointer(start: $0, count: header.token.len)) } ?? []
+            header.token = ngtcp2_vec()
+            return (rv, token)
         }
         guard rv == 0, header.type == UInt8(NGTCP2_PKT_INITIAL.rawValue) else {
             statistics.droppedDatagrams += 1
@@ -157,7 +169,6 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             return
         }
         let clientDestination = ConnectionID(header.dcid)
-        let token = header.token.base.map { Array(UnsafeBufferPointer(start: $0, count: header.token.len)) } ?? []
         var originalDestination = clientDestination
         var retrySource: ConnectionID?
         let now = ConnectionCore.now()
@@ -180,6 +191,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         do {
             connection = try withUnsafePointer(to: &header) { headerPointer throws(QUICError) in
                 try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
+                                   token: retrySource != nil ? token : [],  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
                                    path: path, eventLoop: eventLoop, host: self, logger: logger)
             }
@@ -203,16 +215,17 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
 
     // MARK: Answers without a connection
 
-    private func sendVersionNegotiation(_ vc: ngtcp2_version_cid, datagram: InboundDatagram) {
+    private func sendVersionNegotiation(destination: ConnectionID, source: ConnectionID, datagram: InboundDatagram) {
         // Only datagrams large enough to be a client's first flight get an answer (RFC 9000, 6.1).
         guard datagram.buffer.readableBytes >= 1200 else { statistics.droppedDatagrams += 1; return }
         var versions: [UInt32] = [NGTCP2_PROTO_VER_V1, 0x1a2a_3a4a]  // v1 plus a greased version
         var out = ByteBufferAllocator().buffer(capacity: 256)
         let unused = secureRandomBytes(1)[0]
         let written = out.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { raw in
+            // The answer swaps the IDs: its destination is the client's source ID.
             let n = ngtcp2_pkt_write_version_negotiation(
                 raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count, unused,
-                vc.scid, vc.scidlen, vc.dcid, vc.dcidlen, &versions, versions.count)
+                source.bytes, source.bytes.count, destination.bytes, destination.bytes.count, &versions, versions.count)
             return n > 0 ? Int(n) : 0
         }
         guard written > 0 else { return }
