@@ -364,11 +364,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     fileprivate func readData(streamID: Int64, vectors: UnsafeMutablePointer<nghttp3_vec>?, count: Int,
                               flags: UnsafeMutablePointer<UInt32>?) -> Int {
         guard let stream = streams[streamID], let vectors, let flags else { return Int(NGHTTP3_ERR_CALLBACK_FAILURE) }
-        let filled = vectors.withMemoryRebound(to: ngtcp2_vec.self, capacity: count) {
-            stream.send.unsent(into: UnsafeMutableBufferPointer(start: $0, count: count))
+        let (filled, total) = vectors.withMemoryRebound(to: ngtcp2_vec.self, capacity: count) { base in
+            let filled = stream.send.unsent(into: UnsafeMutableBufferPointer(start: base, count: count))
+            return (filled, totalLength(UnsafeBufferPointer(start: base, count: filled)))
         }
-        var total = 0
-        for index in 0..<filled { total += vectors[index].len }
         stream.send.markSent(total)
         if stream.sendFinished && stream.send.unsentBytes == 0 {
             flags.pointee |= UInt32(NGHTTP3_DATA_FLAG_EOF)
@@ -635,9 +634,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         guard let h3 else { return }
         _ = nghttp3_conn_shutdown_stream_read(h3, streamID)
         if let stream = streams[streamID] {
-            core.extendConnectionWindow(by: stream.bufferedBytes)
-            stream.body.removeAll()
-            stream.bufferedBytes = 0
+            releaseBufferedBody(stream)
             let error: HTTPError = applicationErrorCode == HTTP3ErrorCode.requestRejected ? .requestRejected
                                                                                            : .streamReset(code: applicationErrorCode)
             stream.failReader(error)

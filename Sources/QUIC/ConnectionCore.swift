@@ -544,7 +544,8 @@ package final class ConnectionCore: @unchecked Sendable {
                     }
                     if consumed >= 0, streamID >= 0 {
                         do throws(QUICError) {
-                            let all = count == 0 || consumed == Self.total(vectors, count)
+                            let offered = vectors.withUnsafeBufferPointer { totalLength(UnsafeBufferPointer(rebasing: $0.prefix(count))) }
+                            let all = count == 0 || consumed == offered
                             try application?.wrote(streamID: streamID, bytes: Int(consumed),
                                                    fin: pending?.fin == true && all)
                         } catch {
@@ -609,12 +610,6 @@ package final class ConnectionCore: @unchecked Sendable {
             return address
         }
         return pathStorage.remoteAddress
-    }
-
-    private static func total(_ vectors: [ngtcp2_vec], _ count: Int) -> Int {
-        var sum = 0
-        for index in 0..<count { sum += vectors[index].len }
-        return sum
     }
 
     // MARK: - Operations for the application protocol

@@ -110,3 +110,8 @@ package struct SendBuffer: ~Copyable {
         return index < chunks.count ? index : nil
     }
 }
+
+/// The number of bytes that `vectors` point at.
+package func totalLength(_ vectors: UnsafeBufferPointer<ngtcp2_vec>) -> Int {
+    vectors.reduce(0) { $0 + $1.len }
+}

@@ -180,9 +180,7 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
 
     func stopSending(_ stream: StreamState, code: UInt64) {
         // Bytes nobody will read: give their credit back to the connection.
-        core.extendConnectionWindow(by: stream.bufferedBytes)
-        stream.inbound.removeAll()
-        stream.bufferedBytes = 0
+        releaseBufferedBytes(stream)
         guard stream.readError == nil, !stream.receivedFIN else { return }
         stream.readError = .streamClosed
         core.stopSending(streamID: stream.id, applicationError: code)
@@ -191,6 +189,13 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     /// The stream state as a tuple the tests can inspect.
     func sendProgress(_ stream: StreamState) -> (acked: UInt64, sent: UInt64, queued: UInt64) {
         (stream.send.ackedOffset, stream.send.sentOffset, stream.send.endOffset)
+    }
+
+    /// Bytes nobody will read: their connection credit goes back and the buffer is dropped.
+    private func releaseBufferedBytes(_ stream: StreamState) {
+        core.extendConnectionWindow(by: stream.bufferedBytes)
+        stream.inbound.removeAll()
+        stream.bufferedBytes = 0
     }
 
     private func consumed(_ stream: StreamState, _ count: Int) {
@@ -286,9 +291,7 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
     func streamReset(streamID: Int64, applicationErrorCode: UInt64) {
         guard let stream = streams[streamID] else { return }
         stream.readError = .streamReset(code: applicationErrorCode)
-        core.extendConnectionWindow(by: stream.bufferedBytes)
-        stream.inbound.removeAll()
-        stream.bufferedBytes = 0
+        releaseBufferedBytes(stream)
         failReader(stream, .streamReset(code: applicationErrorCode))
     }
 
@@ -321,7 +324,8 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
                 continue
             }
             let count = stream.send.unsent(into: vectors)
-            let allQueued = stream.send.sentOffset + UInt64(total(vectors, count)) == stream.send.endOffset
+            let offered = totalLength(UnsafeBufferPointer(rebasing: vectors.prefix(count)))
+            let allQueued = stream.send.sentOffset + UInt64(offered) == stream.send.endOffset
             return PendingStreamData(streamID: id, vectorCount: count, fin: stream.finQueued && allQueued)
         }
         return nil
@@ -376,11 +380,5 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         openWaiters.removeAll()
         waiters.forEach { $0.continuation.resume(throwing: failure) }
         incomingContinuation.finish()
-    }
-
-    private func total(_ vectors: UnsafeMutableBufferPointer<ngtcp2_vec>, _ count: Int) -> Int {
-        var sum = 0
-        for index in 0..<count { sum += vectors[index].len }
-        return sum
     }
 }
