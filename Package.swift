@@ -13,12 +13,14 @@ let package = Package(
         .library(name: "QUIC", targets: ["QUIC"]),
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
+        .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // System libraries (Debian packages). Shims wrap the function-like macros
@@ -74,6 +76,21 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The h3 command line tool (a curl-like client and `h3 serve`), as a library so that
+        // tests can reach its parsers; the executable only calls into it.
+        .target(
+            name: "H3Tool",
+            dependencies: [
+                "QUIC", "QUICSocket", "HTTP3", "HTTPAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(name: "h3", dependencies: ["H3Tool"], swiftSettings: strictSettings),
         .executableTarget(
             name: "h3-demo",
             dependencies: ["QUIC", "HTTP3", "HTTPAPI",
@@ -108,6 +125,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "H3ToolTests",
+            dependencies: [
+                "H3Tool", "h3", "QUIC", "QUICTestSupport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: strictSettings
         ),

@@ -156,8 +156,8 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
 
     func session(_ session: HTTP3Session, didReceiveRequest stream: RequestStream, head: HTTPRequest) {
         let core = session.core
-        let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: core.remoteAddress.description,
-                                         localAddress: core.localAddress.description,
+        let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: core.remoteAddress.endpointText,
+                                         localAddress: core.localAddress.endpointText,
                                          tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate)
         let length = head.headerFields[.contentLength].flatMap { Int64($0) }
         let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)

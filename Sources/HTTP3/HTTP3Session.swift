@@ -791,6 +791,7 @@ func httpError(_ error: QUICError?) -> HTTPError {
     guard let error else { return .connectionClosed("the connection closed") }
     switch error {
     case .connectionRefused(let why): return .connectionRefused(why)
+    case .unresolvableHost(let host): return .unresolvableHost(host)
     case .handshakeTimeout: return .connectTimeout
     case .certificateVerificationFailed(let why): return .certificateVerificationFailed(why)
     case .tlsHandshakeFailed(_, let why): return .tlsHandshakeFailed(why)

@@ -234,13 +234,13 @@ final class HTTP3ClientConnection: Sendable {
         var idleTimer: Scheduled<Void>?
     }
 
-    let remoteAddress: String
+    let info: HTTPConnectionInfo
 
-    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration, remoteAddress: String) {
+    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration, info: HTTPConnectionInfo) {
         self.core = core
         self.session = session
         self.idleTimeout = idleTimeout
-        self.remoteAddress = remoteAddress
+        self.info = info
         self.loopState = LoopState()
     }
 
@@ -265,14 +265,21 @@ final class HTTP3ClientConnection: Sendable {
         } catch {
             throw HTTPError.invalidRequest("\(error)")
         }
-        let (application, remote) = try await core.eventLoop.submit {
-            (core.application as? HTTP3Session, core.remoteAddress.description)
+        let (application, info) = try await core.eventLoop.submit { () -> (HTTP3Session?, HTTPConnectionInfo) in
+            let certificate = core.peerCertificateSummary
+            let info = HTTPConnectionInfo(
+                transport: "QUIC v1", localAddress: core.localAddress.endpointText,
+                remoteAddress: core.remoteAddress.endpointText, tlsParameters: core.tlsParameters,
+                applicationProtocol: core.negotiatedApplicationProtocol, sessionResumed: core.tlsSessionResumed,
+                peerCertificateSubject: certificate?.subject, peerCertificateIssuer: certificate?.issuer,
+                peerCertificateNotAfter: certificate?.notAfter)
+            return (core.application as? HTTP3Session, info)
         }.get()
         guard let session = application else {
             throw HTTPError.connectionClosed("the connection closed during set-up")
         }
         let connection = HTTP3ClientConnection(core: core, session: session, idleTimeout: configuration.idleConnectionTimeout,
-                                               remoteAddress: remote)
+                                               info: info)
         try await core.eventLoop.submit {
             session.onDrain = { [weak connection] in connection?.usable.withLockedValue { $0 = false } }
             if !session.acceptsRequests { connection.usable.withLockedValue { $0 = false } }
@@ -361,8 +368,9 @@ final class HTTP3ClientConnection: Sendable {
         }
         let length: Int64? = request.method == .head ? 0 : head.headerFields[.contentLength].flatMap { Int64($0) }
         let source = TrackedBodySource(inner: HTTP3BodySource(stream: stream, session: session), onEnd: finished)
-        let metadata = HTTPResponseMetadata(protocolVersion: .http3, remoteAddress: remoteAddress,
-                                            connectionReused: reused, earlyDataBytes: 0, timings: timings)
+        let metadata = HTTPResponseMetadata(protocolVersion: .http3, remoteAddress: info.remoteAddress,
+                                            connectionReused: reused, earlyDataBytes: 0, timings: timings,
+                                            connection: info)
         return HTTPClientResponse(head: head, body: HTTPBody(source: source, length: length), metadata: metadata)
     }
 

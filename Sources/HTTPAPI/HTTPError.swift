@@ -3,6 +3,8 @@
 public enum HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Nothing listens at the server's address, or the server refused the connection.
     case connectionRefused(String)
+    /// The server's host name did not resolve to an address.
+    case unresolvableHost(String)
     /// Connecting (including the TLS handshake) took longer than allowed.
     case connectTimeout
     /// The request took longer than its timeout.
@@ -35,6 +37,7 @@ public enum HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .connectionRefused(let why): return "connection refused: \(why)"
+        case .unresolvableHost(let host): return "could not resolve host: \(host)"
         case .connectTimeout: return "connection timed out"
         case .requestTimeout: return "request timed out"
         case .tlsHandshakeFailed(let why): return "TLS handshake failed: \(why)"

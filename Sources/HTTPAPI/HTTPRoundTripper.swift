@@ -62,7 +62,7 @@ public struct HTTPTimings: Sendable, Hashable {
 public struct HTTPResponseMetadata: Sendable, Hashable {
     /// The protocol version used.
     public var protocolVersion: HTTPProtocolVersion
-    /// The server's address (IP and port), if known.
+    /// The server's address as `IP:port` (`[IPv6]:port`), if known.
     public var remoteAddress: String?
     /// Whether an existing connection carried the request.
     public var connectionReused: Bool
@@ -70,15 +70,56 @@ public struct HTTPResponseMetadata: Sendable, Hashable {
     public var earlyDataBytes: Int
     /// Phase timings.
     public var timings: HTTPTimings
+    /// The connection that carried the exchange, when the transport can tell.
+    public var connection: HTTPConnectionInfo?
 
     /// Creates metadata (transports do this).
     public init(protocolVersion: HTTPProtocolVersion, remoteAddress: String? = nil, connectionReused: Bool = false,
-                earlyDataBytes: Int = 0, timings: HTTPTimings = HTTPTimings()) {
+                earlyDataBytes: Int = 0, timings: HTTPTimings = HTTPTimings(), connection: HTTPConnectionInfo? = nil) {
         self.protocolVersion = protocolVersion
         self.remoteAddress = remoteAddress
         self.connectionReused = connectionReused
         self.earlyDataBytes = earlyDataBytes
         self.timings = timings
+        self.connection = connection
+    }
+}
+
+/// Facts about a connection, for logs and `curl -v`-style output.
+public struct HTTPConnectionInfo: Sendable, Hashable {
+    /// The transport underneath, for example "QUIC v1" or "TCP".
+    public var transport: String
+    /// The local address as `IP:port`, if known.
+    public var localAddress: String?
+    /// The peer's address as `IP:port`, if known.
+    public var remoteAddress: String?
+    /// The negotiated TLS parameters in one line (version, key exchange, signature, cipher).
+    public var tlsParameters: String?
+    /// The ALPN protocol the handshake selected.
+    public var applicationProtocol: String?
+    /// Whether the TLS session was resumed from a ticket.
+    public var sessionResumed: Bool
+    /// The subject of the peer's certificate (RFC 4514 text), if it sent one.
+    public var peerCertificateSubject: String?
+    /// The issuer of the peer's certificate.
+    public var peerCertificateIssuer: String?
+    /// When the peer's certificate expires, in seconds since 1970.
+    public var peerCertificateNotAfter: Int?
+
+    /// Creates connection facts (transports do this).
+    public init(transport: String, localAddress: String? = nil, remoteAddress: String? = nil,
+                tlsParameters: String? = nil, applicationProtocol: String? = nil, sessionResumed: Bool = false,
+                peerCertificateSubject: String? = nil, peerCertificateIssuer: String? = nil,
+                peerCertificateNotAfter: Int? = nil) {
+        self.transport = transport
+        self.localAddress = localAddress
+        self.remoteAddress = remoteAddress
+        self.tlsParameters = tlsParameters
+        self.applicationProtocol = applicationProtocol
+        self.sessionResumed = sessionResumed
+        self.peerCertificateSubject = peerCertificateSubject
+        self.peerCertificateIssuer = peerCertificateIssuer
+        self.peerCertificateNotAfter = peerCertificateNotAfter
     }
 }
 

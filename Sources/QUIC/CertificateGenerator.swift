@@ -27,6 +27,12 @@ package enum CertificateGenerator {
         }
     }
 
+    /// The SHA-256 fingerprint and expiry (seconds since 1970) of the first certificate in a PEM text.
+    package static func inspect(certificatePEM pem: String) throws(QUICError) -> (sha256Fingerprint: String, notAfter: Int) {
+        let cert = try Certificate(pem: pem)
+        return (cert.sha256Fingerprint(), Int(gnutls_x509_crt_get_expiration_time(cert.handle)))
+    }
+
     /// A CA certificate (basic constraints CA:true, may sign certificates).
     package static func makeCertificateAuthority(commonName: String, validDays: Int = 30) throws(QUICError) -> GeneratedCertificate {
         let key = try PrivateKey()

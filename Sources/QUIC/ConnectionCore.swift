@@ -681,6 +681,12 @@ package final class ConnectionCore: @unchecked Sendable {
     package var remoteAddress: SocketAddress { pathStorage.remoteAddress }
     /// Our address on the current path.
     package var localAddress: SocketAddress { pathStorage.localAddress }
+    /// The negotiated TLS parameters in one line.
+    package var tlsParameters: String? { tls.parametersDescription }
+    /// Whether the TLS session was resumed.
+    package var tlsSessionResumed: Bool { tls.isResumed }
+    /// Subject, issuer and expiry (seconds since 1970) of the peer's certificate.
+    package var peerCertificateSummary: (subject: String, issuer: String, notAfter: Int)? { tls.peerCertificateSummary }
 
     // MARK: - Callback entry points
 

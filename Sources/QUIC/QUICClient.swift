@@ -46,7 +46,7 @@ public enum QUICClient {
         do {
             remote = try SocketAddress.makeAddressResolvingHost(host, port: port)
         } catch {
-            throw QUICError.invalidArgument("could not resolve host \(host)")
+            throw QUICError.unresolvableHost(host)
         }
         let eventLoop = eventLoopGroup.next()
         let socket = try await UDPSocket.connect(to: remote, options: socketOptions, on: eventLoop)

@@ -7,6 +7,8 @@ public enum QUICError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Nothing listens at the peer's address (ICMP port unreachable), or the server
     /// refused the connection (CONNECTION_REFUSED, for example over its connection limit).
     case connectionRefused(String)
+    /// The host name did not resolve to an address.
+    case unresolvableHost(String)
     /// The handshake did not finish within the configured handshake timeout.
     case handshakeTimeout
     /// The connection was idle for longer than the idle timeout and closed silently.
@@ -42,6 +44,7 @@ public enum QUICError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .connectionRefused(let why): return "connection refused: \(why)"
+        case .unresolvableHost(let host): return "could not resolve host: \(host)"
         case .handshakeTimeout: return "handshake timed out"
         case .idleTimeout: return "connection closed after idle timeout"
         case .certificateVerificationFailed(let why): return "certificate verify failed: \(why)"

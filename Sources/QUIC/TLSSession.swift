@@ -97,6 +97,36 @@ final class TLSSession {
         return String(decoding: buffer.prefix(size).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// GnuTLS's one-line summary of the negotiated parameters, for example
+    /// "(TLS1.3)-(ECDHE-X25519)-(ECDSA-SECP256R1-SHA256)-(AES-128-GCM)".
+    var parametersDescription: String? {
+        guard let text = gnutls_session_get_desc(handle) else { return nil }
+        defer { swift_gnutls_free(text) }
+        return String(cString: text)
+    }
+
+    /// Subject, issuer and expiry of the peer's leaf certificate, as text.
+    var peerCertificateSummary: (subject: String, issuer: String, notAfter: Int)? {
+        guard var der = peerCertificate else { return nil }
+        var certificate: gnutls_x509_crt_t?
+        guard gnutls_x509_crt_init(&certificate) == GNUTLS_E_SUCCESS, let certificate else { return nil }
+        defer { gnutls_x509_crt_deinit(certificate) }
+        let imported = der.withUnsafeMutableBufferPointer { bytes -> Int32 in
+            var datum = gnutls_datum_t(data: bytes.baseAddress, size: UInt32(bytes.count))
+            return gnutls_x509_crt_import(certificate, &datum, GNUTLS_X509_FMT_DER)
+        }
+        guard imported == GNUTLS_E_SUCCESS else { return nil }
+        func name(_ get: (gnutls_x509_crt_t, UnsafeMutablePointer<gnutls_datum_t>) -> Int32) -> String {
+            var out = gnutls_datum_t()
+            guard get(certificate, &out) == GNUTLS_E_SUCCESS, let data = out.data else { return "?" }
+            defer { swift_gnutls_free(data) }
+            return String(decoding: UnsafeBufferPointer(start: data, count: Int(out.size)), as: UTF8.self)
+        }
+        let subject = name { gnutls_x509_crt_get_dn2($0, $1) }
+        let issuer = name { gnutls_x509_crt_get_issuer_dn2($0, $1) }
+        return (subject, issuer, Int(gnutls_x509_crt_get_expiration_time(certificate)))
+    }
+
     /// The DER bytes of the peer's leaf certificate, if it sent one.
     var peerCertificate: [UInt8]? {
         var count: UInt32 = 0

@@ -184,3 +184,12 @@ private final class UDPSocketHandler: ChannelInboundHandler {
         delegate.socketDidClose(socket)
     }
 }
+
+extension SocketAddress {
+    /// `IP:port` for IPv4, `[IP]:port` for IPv6, the description otherwise (for logs and metadata).
+    package var endpointText: String {
+        guard let ip = ipAddress, let port else { return description }
+        if case .v6 = self { return "[\(ip)]:\(port)" }
+        return "\(ip):\(port)"
+    }
+}

@@ -1,0 +1,206 @@
+import ArgumentParser
+import Foundation
+import HTTP3
+import HTTPAPI
+import NIOCore
+import QUIC
+
+/// `h3 serve [DIR]`: an HTTP/3 file server (or an echo server) in one command.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a directory over HTTP/3.",
+        discussion: """
+            Without --cert/--key, h3 generates a self-signed certificate for localhost, 127.0.0.1 and ::1 on \
+            first use and keeps it in $XDG_CACHE_HOME/swift-h3 (or ~/.cache/swift-h3); clients need \
+            --cacert with that file, or -k. SIGINT or SIGTERM stop the server gracefully: GOAWAY, requests \
+            in flight finish, then the connections close.
+            """)
+
+    @Argument(help: "The directory to serve.")
+    var directory = "."
+    @Option(help: "The address to listen on (:: for every IPv6 and IPv4 address).")
+    var host = "127.0.0.1"
+    @Option(name: [.customShort("p"), .long], help: "The UDP port (0 picks a free one).")
+    var port = 4433
+    @Option(help: ArgumentHelp("The certificate chain (PEM).", valueName: "file"))
+    var cert: String?
+    @Option(help: ArgumentHelp("The certificate's private key (PEM).", valueName: "file"))
+    var key: String?
+    @Option(name: .customLong("cert-cache"),
+            help: ArgumentHelp("Where the generated certificate is kept.", valueName: "dir"))
+    var certificateCache: String?
+    @Flag(help: "Answer every request with its own body (for upload tests).")
+    var echo = false
+    @Flag(help: "Validate client addresses with a Retry before accepting a connection.")
+    var retry = false
+    @Flag(name: [.customShort("q"), .long], help: "No access log.")
+    var quiet = false
+    @Option(name: .customLong("shutdown-timeout"),
+            help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
+    var shutdownTimeout = 10.0
+
+    func validate() throws {
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
+        if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must not be negative") }
+    }
+
+    func run() async throws {
+        // Signals first, so a SIGTERM that arrives while starting up is not lost.
+        let signals = SignalWaiter([SIGINT, SIGTERM])
+        let log = AccessLog(enabled: !quiet)
+        let handler: any HTTPHandler
+        var served = "echo"
+        if echo {
+            handler = EchoHandler(log: log)
+        } else {
+            let files = try FileServer(directory: directory, log: log)
+            handler = files
+            served = files.root
+        }
+
+        let certificatePath: String, keyPath: String
+        if let cert, let key {
+            for file in [cert, key] where !FileManager.default.isReadableFile(atPath: file) {
+                throw ToolError(ToolError.usage, "cannot read '\(file)'")
+            }
+            certificatePath = cert
+            keyPath = key
+            if let pem = try? String(contentsOfFile: cert, encoding: .utf8),
+               let facts = try? CertificateGenerator.inspect(certificatePEM: pem) {
+                Console.error("h3 serve: certificate \(cert), SHA-256 \(facts.sha256Fingerprint)")
+            }
+        } else {
+            let cached = try CertificateCache.loadOrCreate(directory: certificateCache)
+            certificatePath = cached.certificatePath
+            keyPath = cached.keyPath
+            Console.error("h3 serve: \(cached.created ? "generated a" : "using the") self-signed certificate "
+                          + "\(cached.certificatePath) (key \(cached.keyPath)), SHA-256 \(cached.fingerprint)")
+        }
+
+        let tls = QUICTLSConfiguration.makeServerConfiguration(
+            certificateChain: .file(certificatePath), privateKey: .file(keyPath), applicationProtocols: ["h3"])
+        var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls,
+                                                     gracefulShutdownTimeout: .milliseconds(Int64(shutdownTimeout * 1000)))
+        configuration.quic.requireAddressValidation = retry
+        let server: HTTP3Server
+        do {
+            server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
+        } catch {
+            throw ToolError(1, "cannot serve on udp \(host) port \(port): \(error)")
+        }
+        let boundPort = server.localAddress.port ?? port
+        let shownHost = host.contains(":") ? "[\(host)]" : host
+        Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (HTTP/3 over UDP); "
+                      + "Ctrl-C stops")
+
+        let signal = await signals.next()
+        Console.error("h3 serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down gracefully "
+                      + "(again to stop at once)")
+        let forced = Task {
+            _ = await signals.next()
+            Console.error("h3 serve: stopping now")
+            Glibc.exit(1)
+        }
+        await server.shutdown()
+        forced.cancel()
+        Console.error("h3 serve: stopped")
+    }
+}
+
+/// Delivers SIGINT/SIGTERM as async events instead of killing the process.
+final class SignalWaiter: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+    private let stream: AsyncStream<Int32>
+    private let continuation: AsyncStream<Int32>.Continuation
+    private let lock = NSLock()
+    private var iterator: AsyncStream<Int32>.Iterator
+
+    init(_ numbers: [Int32]) {
+        (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        iterator = stream.makeAsyncIterator()
+        for number in numbers {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            let continuation = self.continuation
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// The next signal.
+    func next() async -> Int32 {
+        var iterator = lock.withLock { self.iterator }
+        let value = await iterator.next() ?? SIGTERM
+        lock.withLock { self.iterator = iterator }
+        return value
+    }
+}
+
+/// The self-signed certificate `h3 serve` makes on first use and reuses afterwards.
+enum CertificateCache {
+    struct Entry {
+        let certificatePath: String
+        let keyPath: String
+        let fingerprint: String
+        let created: Bool
+    }
+
+    static func defaultDirectory() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        if let cache = environment["XDG_CACHE_HOME"], cache.hasPrefix("/") { return cache + "/swift-h3" }
+        if let home = environment["HOME"], !home.isEmpty { return home + "/.cache/swift-h3" }
+        return NSTemporaryDirectory() + "swift-h3-\(getuid())"
+    }
+
+    /// Loads the cached certificate, or makes one (again, if the cached one expires within a day).
+    static func loadOrCreate(directory: String?) throws(ToolError) -> Entry {
+        let directory = directory ?? defaultDirectory()
+        let certificatePath = directory + "/localhost-cert.pem"
+        let keyPath = directory + "/localhost-key.pem"
+        if let pem = try? String(contentsOfFile: certificatePath, encoding: .utf8),
+           FileManager.default.isReadableFile(atPath: keyPath),
+           let facts = try? CertificateGenerator.inspect(certificatePEM: pem),
+           facts.notAfter > Int(time(nil)) + 86_400 {
+            return Entry(certificatePath: certificatePath, keyPath: keyPath, fingerprint: facts.sha256Fingerprint,
+                         created: false)
+        }
+        let generated: GeneratedCertificate
+        do {
+            generated = try CertificateGenerator.makeLeaf(
+                .init(commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"]), validDays: 365)
+        } catch {
+            throw ToolError(1, "cannot generate a certificate: \(error)")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try write(generated.privateKeyPEM, to: keyPath, mode: 0o600)
+            try write(generated.certificatePEM, to: certificatePath, mode: 0o644)
+        } catch let error as ToolError {
+            throw error
+        } catch {
+            throw ToolError(ToolError.writeError, "cannot write the certificate to \(directory): \(error)")
+        }
+        return Entry(certificatePath: certificatePath, keyPath: keyPath, fingerprint: generated.sha256Fingerprint,
+                     created: true)
+    }
+
+    /// Writes a file atomically (temporary file, then rename) with the given permissions.
+    private static func write(_ text: String, to path: String, mode: mode_t) throws(ToolError) {
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else {
+            throw ToolError(ToolError.writeError, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { raw in raw.baseAddress.map { Glibc.write(fd, $0, raw.count) } ?? 0 }
+        let closed = close(fd)
+        guard written == bytes.count, closed == 0, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw ToolError(ToolError.writeError, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}
