@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
+        .library(name: "NetSim", targets: ["NetSim"]),
+        .executable(name: "h3-netsim", targets: ["h3-netsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -109,6 +111,22 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // The userspace network simulator: a dependency-free UDP relay that impairs traffic.
+        // Optimized even in debug builds: tests push tens of megabytes through it.
+        .target(
+            name: "NetSim",
+            swiftSettings: strictSettings + [.unsafeFlags(["-O"])]
+        ),
+        .executableTarget(
+            name: "h3-netsim",
+            dependencies: ["NetSim"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "NetSimTests",
+            dependencies: ["NetSim"],
             swiftSettings: strictSettings
         ),
     ]
