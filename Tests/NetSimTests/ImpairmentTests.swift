@@ -48,6 +48,32 @@ struct ImpairmentTests {
         }
     }
 
+    @Test("Jitter spreads the delay around its value, never below delay - jitter")
+    func jitter() async throws {
+        try await onThread {
+            let server = try UDPTestSocket()
+            let client = try UDPTestSocket()
+            let relay = try startRelay(to: server) {
+                $0.seed = 5
+                $0.toServer.delay = .milliseconds(40)
+                $0.toServer.jitter = .milliseconds(30)
+            }
+            defer { relay.stop() }
+            let clock = ContinuousClock()
+            var delays: [Duration] = []
+            for i in 0..<20 {
+                let sent = clock.now
+                try client.send([UInt8(i)], to: relay.listenAddress)
+                _ = try #require(server.receive())
+                delays.append(clock.now - sent)
+            }
+            let shortest = try #require(delays.min())
+            let longest = try #require(delays.max())
+            #expect(shortest >= .milliseconds(10))
+            #expect(longest - shortest >= .milliseconds(15), "delays \(delays)")
+        }
+    }
+
     @Test("Random loss is near its probability and reproducible from the seed")
     func lossIsSeeded() async throws {
         func run(seed: UInt64) async throws -> (received: [Int], statistics: NetworkSimulator.Statistics) {
