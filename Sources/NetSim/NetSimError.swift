@@ -29,6 +29,7 @@ public struct NetSimError: Error, Sendable, Equatable, CustomStringConvertible {
         self.errno = errno
     }
 
+    /// The message, with the `errno` value when there is one.
     public var description: String {
         if let errno {
             return "\(message) (errno \(errno))"

@@ -83,7 +83,8 @@ public final class NetworkSimulator: Sendable {
         stop()
     }
 
-    /// A snapshot of the counters (updated by the relay after each batch; final after ``stop()``).
+    /// A snapshot of the counters. The relay publishes them after each round of batches, so they
+    /// may trail what a peer has already received by a few batches; after ``stop()`` they are final.
     public var statistics: Statistics {
         shared.currentStatistics
     }

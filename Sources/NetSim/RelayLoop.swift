@@ -341,6 +341,7 @@ final class RelayLoop: @unchecked Sendable {
         statistics.rebinds += 1
         let address = replacement.localAddress.networkAddress ?? local
         shared.publish(outgoing: address)
+        shared.publish(statistics(with: pcap?.writeErrors ?? 0))
         return address
     }
 }

@@ -37,6 +37,7 @@ public struct DirectionStatistics: Sendable, Equatable, CustomStringConvertible 
             + droppedBySendError + droppedUnroutable
     }
 
+    /// One line: every counter of this direction.
     public var description: String {
         "received \(received) (\(receivedBytes) B), forwarded \(forwarded) (\(forwardedBytes) B), "
             + "dropped \(dropped) [index \(droppedByIndex), blackhole \(droppedByBlackhole), "
@@ -63,6 +64,7 @@ extension NetworkSimulator {
         /// Creates zeroed counters.
         public init() {}
 
+        /// Both directions' counters and the rebindings, one line each.
         public var description: String {
             "client→server: \(toServer)\nserver→client: \(toClient)\nrebinds: \(rebinds)"
                 + (failedRebinds > 0 ? ", failed rebinds: \(failedRebinds)" : "")

@@ -64,6 +64,7 @@ struct RebindTests {
             #expect(Set(sources[0..<3]).count == 1)
             #expect(Set(sources[3..<6]).count == 1)
             #expect(sources[0] != sources[3])
+            relay.stop()
             #expect(relay.statistics.rebinds == 1)
         }
     }

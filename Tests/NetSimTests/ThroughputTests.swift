@@ -88,6 +88,7 @@ struct ThroughputTests {
               + "\(Int(Double(bytes / size) / seconds)) datagrams/s")
         #expect(sent == total)
         #expect(bytes == total * size)
+        relay.stop()   // the final counters
         #expect(relay.statistics.toServer.forwarded == total)
         #expect(rate > 10)
     }
