@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "HTTP3", targets: ["HTTP3"]),
         .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
+        .library(name: "NetSim", targets: ["NetSim"]),
+        .executable(name: "h3-netsim", targets: ["h3-netsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -134,6 +136,22 @@ let package = Package(
                 "H3Tool", "h3", "QUIC", "QUICTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // The userspace network simulator: a dependency-free UDP relay that impairs traffic.
+        // Optimized even in debug builds: tests push tens of megabytes through it.
+        .target(
+            name: "NetSim",
+            swiftSettings: strictSettings + [.unsafeFlags(["-O"])]
+        ),
+        .executableTarget(
+            name: "h3-netsim",
+            dependencies: ["NetSim"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "NetSimTests",
+            dependencies: ["NetSim"],
             swiftSettings: strictSettings
         ),
     ]
