@@ -135,6 +135,7 @@ let package = Package(
             dependencies: [
                 "H3Tool", "h3", "QUIC", "QUICTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

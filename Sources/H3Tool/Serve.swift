@@ -95,11 +95,12 @@ struct Serve: AsyncParsableCommand {
         Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (HTTP/3 over UDP); "
                       + "Ctrl-C stops")
 
-        let signal = await signals.next()
+        let signal = await signals.next() ?? SIGTERM
         Console.error("h3 serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down gracefully "
                       + "(again to stop at once)")
         let forced = Task {
-            _ = await signals.next()
+            // `nil` when this task is cancelled because the shutdown finished.
+            guard await signals.next() != nil, !Task.isCancelled else { return }
             Console.error("h3 serve: stopping now")
             Glibc.exit(1)
         }
@@ -130,10 +131,10 @@ final class SignalWaiter: @unchecked Sendable {
         }
     }
 
-    /// The next signal.
-    func next() async -> Int32 {
+    /// The next signal; `nil` if the waiting task is cancelled.
+    func next() async -> Int32? {
         var iterator = lock.withLock { self.iterator }
-        let value = await iterator.next() ?? SIGTERM
+        let value = await iterator.next()
         lock.withLock { self.iterator = iterator }
         return value
     }

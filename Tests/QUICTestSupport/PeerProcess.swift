@@ -17,15 +17,47 @@ public final class PeerProcess: @unchecked Sendable {
     public let process = Process()
     public let outputFile: URL
 
-    public init(_ executable: String, _ arguments: [String], directory: URL) throws {
-        outputFile = directory.appendingPathComponent("peer-\(UUID().uuidString).log")
+    /// Where standard output went when it is kept apart from standard error (else `nil`).
+    public let standardOutputFile: URL?
+
+    /// Starts a process. Standard error (and standard output, unless `separateStandardOutput`)
+    /// go to ``outputFile`` in `directory`.
+    public init(_ executable: String, _ arguments: [String], directory: URL, separateStandardOutput: Bool = false,
+                standardInput: String? = nil, workingDirectory: URL? = nil, environment: [String: String]? = nil) throws {
+        let id = UUID().uuidString
+        outputFile = directory.appendingPathComponent("peer-\(id).log")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let handle = try FileHandle(forWritingTo: outputFile)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        process.standardOutput = handle
         process.standardError = handle
+        if separateStandardOutput {
+            let stdoutFile = directory.appendingPathComponent("peer-\(id).stdout")
+            _ = FileManager.default.createFile(atPath: stdoutFile.path, contents: nil)
+            process.standardOutput = try FileHandle(forWritingTo: stdoutFile)
+            standardOutputFile = stdoutFile
+        } else {
+            process.standardOutput = handle
+            standardOutputFile = nil
+        }
+        if let standardInput {
+            guard let input = FileHandle(forReadingAtPath: standardInput) else {
+                throw CocoaError(.fileReadNoSuchFile)
+            }
+            process.standardInput = input
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
+        if let workingDirectory { process.currentDirectoryURL = workingDirectory }
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         try process.run()
+    }
+
+    /// The bytes written to standard output, when kept apart.
+    public var standardOutput: Data {
+        standardOutputFile.flatMap { FileManager.default.contents(atPath: $0.path) } ?? Data()
     }
 
     /// Waits for the peer to exit by itself; returns its exit status, or `nil` (after killing

@@ -1,0 +1,285 @@
+import Foundation
+import NIOCore
+import QUIC
+import QUICTestSupport
+import Testing
+
+/// End-to-end tests of the built `h3` binary: `h3 serve` and the client, as users run them.
+@Suite("h3 command line, end to end")
+struct H3EndToEndTests {
+    let files = ServedFiles.shared
+
+    @Test("downloads are byte-exact with -o and -O; two URLs share one connection")
+    func downloads() async throws {
+        let server = try await ServeProcess.files()
+        let scratch = try scratchDirectory()
+        let out = scratch.appendingPathComponent("out.bin").path
+        let run = try await runH3(trust + ["-sS", "-o", out, "-w", "%{num_connects} ", "\(server.url)/random.bin",
+                                           "-O", "\(server.url)/small.txt"], workingDirectory: scratch)
+        #expect(run.status == 0, "\(run)")
+        #expect(sameBytes(FileManager.default.contents(atPath: out), files.random))
+        #expect(FileManager.default.contents(atPath: scratch.appendingPathComponent("small.txt").path) == Data("hello h3\n".utf8))
+        #expect(run.text == "1 0 ", "the second URL reuses the connection")
+    }
+
+    @Test("uploads: -T and --data-binary @FILE stream byte-exact through h3 serve --echo; -d joins with &")
+    func uploads() async throws {
+        let pki = TestPKI.shared
+        let server = try await ServeProcess.start(["--echo", "--cert", pki.certFile, "--key", pki.keyFile])
+        let scratch = try scratchDirectory()
+        let upload = ServedFiles.shared.root.appendingPathComponent("random.bin").path
+        for mode in [["-T", upload], ["--data-binary", "@\(upload)"]] {
+            let out = scratch.appendingPathComponent("echo-\(mode[0]).bin").path
+            let run = try await runH3(trust + ["-sS", "-o", out, "-w", "%{http_code} %{size_upload} %{size_download}"]
+                                      + mode + ["\(server.url)/upload"])
+            #expect(run.status == 0, "\(run)")
+            #expect(run.text == "200 \(files.random.count) \(files.random.count)")
+            #expect(sameBytes(FileManager.default.contents(atPath: out), files.random), "\(mode[0])")
+        }
+        let form = try await runH3(trust + ["-sS", "-i", "-d", "a=1", "-d", "b=2", "\(server.url)/form"])
+        #expect(form.status == 0, "\(form)")
+        #expect(form.text.contains("content-type: application/x-www-form-urlencoded\r\n"))
+        #expect(form.text.hasSuffix("\r\n\r\na=1&b=2"))
+        // From standard input, length unknown.
+        let stdinRun = try await runH3(trust + ["-sS", "-T", "-", "\(server.url)/stdin"], standardInput: upload)
+        #expect(stdinRun.status == 0, "\(stdinRun)")
+        #expect(sameBytes(stdinRun.stdout, files.random))
+        #expect(server.log.contains("\"PUT /stdin HTTP/3\" 200 \(files.random.count)"), "access log: \(server.log)")
+    }
+
+    @Test("-w prints curl's variables; times are ordered")
+    func writeOut() async throws {
+        let server = try await ServeProcess.files()
+        let run = try await runH3(trust + ["-sS", "-o", "/dev/null", "-w",
+            "%{http_code}|%{http_version}|%{size_download}|%{num_connects}|%{remote_ip}|%{remote_port}|%{time_connect}|%{time_appconnect}|%{time_starttransfer}|%{time_total}|%{speed_download}|%{content_type}\\n",
+            "\(server.url)/small.txt"])
+        #expect(run.status == 0, "\(run)")
+        let fields = run.text.trimmingCharacters(in: .newlines).split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        try #require(fields.count == 12, "\(run.text)")
+        #expect(Array(fields[0..<6]) == ["200", "3", "9", "1", "127.0.0.1", "\(server.port)"])
+        let times = fields[6..<10].compactMap(Double.init)
+        #expect(times.count == 4 && times[0] > 0 && times == times.sorted(), "\(times)")
+        #expect((Double(fields[10]) ?? 0) > 0)
+        #expect(fields[11] == "text/plain; charset=utf-8")
+    }
+
+    @Test("-i and -I print the response head; -v prints TLS, QUIC and header lines on stderr")
+    func headers() async throws {
+        let server = try await ServeProcess.files()
+        let include = try await runH3(trust + ["-sS", "-i", "\(server.url)/small.txt"])
+        #expect(include.status == 0, "\(include)")
+        #expect(include.text.hasPrefix("HTTP/3 200\r\n"))
+        #expect(include.text.contains("content-length: 9\r\n"))
+        #expect(include.text.hasSuffix("\r\n\r\nhello h3\n"))
+        let head = try await runH3(trust + ["-sS", "-I", "\(server.url)/small.txt"])
+        #expect(head.status == 0, "\(head)")
+        #expect(head.text.hasPrefix("HTTP/3 200\r\n") && head.text.hasSuffix("\r\n\r\n"))
+        #expect(head.text.contains("etag: \"") && head.text.contains("last-modified: ") && head.text.contains("accept-ranges: bytes"))
+        #expect(!head.text.contains("hello"))
+        #expect(server.log.contains("\"HEAD /small.txt HTTP/3\" 200 0"))
+        let verbose = try await runH3(trust + ["-v", "-s", "\(server.url)/small.txt"])
+        #expect(verbose.status == 0, "\(verbose)")
+        for line in ["* Connected to 127.0.0.1:\(server.port) (127.0.0.1:\(server.port)) over QUIC v1", "(TLS1.3)", "ALPN: h3",
+                     "*  subject: CN=localhost", "*  issuer: CN=swift-h3 test CA", "> GET /small.txt HTTP/3",
+                     "> user-agent: h3/", "< HTTP/3 200", "< content-length: 9"] {
+            #expect(verbose.stderr.contains(line), "missing \(line) in \(verbose.stderr)")
+        }
+        #expect(verbose.text == "hello h3\n")
+    }
+
+    @Test("redirects: 301 shown without -L, followed with -L, limited by --max-redirs")
+    func redirects() async throws {
+        let server = try await ServeProcess.files()
+        let plain = try await runH3(trust + ["-sS", "-i", "\(server.url)/site"])
+        #expect(plain.status == 0, "\(plain)")
+        #expect(plain.text.hasPrefix("HTTP/3 301\r\n") && plain.text.contains("location: /site/\r\n"))
+        let followed = try await runH3(trust + ["-sS", "-L", "-w", "|%{http_code} %{num_redirects} %{url_effective}",
+                                                "\(server.url)/site"])
+        #expect(followed.status == 0, "\(followed)")
+        #expect(followed.text == "<p>site</p>\n|200 1 \(server.url)/site/")
+        let limited = try await runH3(trust + ["-sS", "-L", "--max-redirs", "0", "\(server.url)/site"])
+        #expect(limited.status == 47, "\(limited)")
+        #expect(limited.stderr.contains("redirects"))
+    }
+
+    @Test("byte ranges (206, suffix, 416) and 304 for If-None-Match / If-Modified-Since")
+    func rangesAndConditionals() async throws {
+        let server = try await ServeProcess.files()
+        let url = "\(server.url)/random.bin"
+        let middle = try await runH3(trust + ["-sS", "-H", "Range: bytes=1000-1999", "-w", "%{http_code}", "-o", "-", url])
+        #expect(middle.status == 0, "\(middle)")
+        #expect(sameBytes(middle.stdout, files.random.subdata(in: 1000..<2000) + Data("206".utf8)))
+        let suffix = try await runH3(trust + ["-sS", "-H", "Range: bytes=-10", url])
+        #expect(sameBytes(suffix.stdout, Data(files.random.suffix(10))))
+        let beyond = try await runH3(trust + ["-sS", "-i", "-H", "Range: bytes=99999999-", url])
+        #expect(beyond.text.hasPrefix("HTTP/3 416\r\n") && beyond.text.contains("content-range: bytes */\(files.random.count)\r\n"))
+
+        let head = try await runH3(trust + ["-sS", "-I", url])
+        let lines = head.text.components(separatedBy: "\r\n")
+        let etag = try #require(lines.first { $0.hasPrefix("etag: ") }).dropFirst(6)
+        let modified = try #require(lines.first { $0.hasPrefix("last-modified: ") }).dropFirst(15)
+        let notModified = try await runH3(trust + ["-sS", "-H", "If-None-Match: \"other\", \(etag)", "-w", "%{http_code} %{size_download}", url])
+        #expect(notModified.text == "304 0", "\(notModified)")
+        let since = try await runH3(trust + ["-sS", "-H", "If-Modified-Since: \(modified)", "-w", "%{http_code}", "-o", "/dev/null", url])
+        #expect(since.text == "304")
+        let changed = try await runH3(trust + ["-sS", "-H", "If-None-Match: \"other\"", "-w", "%{http_code}", "-o", "/dev/null", url])
+        #expect(changed.text == "200")
+    }
+
+    @Test("no request reads outside the served directory")
+    func traversal() async throws {
+        let server = try await ServeProcess.files()
+        for path in ["/../secret.txt", "/%2e%2e/secret.txt", "/sub/%2E%2E/%2E%2E/secret.txt", "/sub/..%2F..%2Fsecret.txt",
+                     "/escape", "/escape-dir/secret.txt", "/%2e%2e%2f%2e%2e%2fetc/passwd"] {
+            let run = try await runH3(trust + ["-s", "-w", "|%{http_code}", server.url + path])
+            #expect(run.status == 0, "\(path): \(run)")
+            let code = run.text.split(separator: "|").last.map(String.init) ?? ""
+            #expect(code == "403" || code == "404", "\(path) -> \(code)")
+            #expect(!run.text.contains(files.secret) && !run.text.contains("root:"), "\(path) leaked")
+        }
+        let alias = try await runH3(trust + ["-sS", "\(server.url)/alias.txt"])
+        #expect(alias.text == "hello h3\n", "a link inside the directory is served")
+        let listing = try await runH3(trust + ["-sS", "\(server.url)/sub/"])
+        #expect(listing.text.contains("<a href=\"inner.txt\">inner.txt</a>"))
+    }
+
+    @Test("exit codes: 2, 3, 6, 7, 22, 23, 26, 28, 35, 60, each from a real situation")
+    func exitCodes() async throws {
+        let server = try await ServeProcess.files()
+        func expectExit(_ arguments: [String], _ code: Int32, _ fragment: String,
+                        sourceLocation: SourceLocation = #_sourceLocation) async throws {
+            let run = try await runH3(arguments, timeout: 30)
+            #expect(run.status == code, "\(arguments): \(run)", sourceLocation: sourceLocation)
+            let lines = run.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "one line on stderr: \(run.stderr)", sourceLocation: sourceLocation)
+            #expect(run.stderr.lowercased().contains(fragment.lowercased()), "\(run.stderr)", sourceLocation: sourceLocation)
+        }
+        try await expectExit(["--no-such-option", server.url], 2, "h3:")
+        try await expectExit([], 2, "no URL")
+        try await expectExit(["https://[::1/"], 3, "malformed")
+        try await expectExit(["http://127.0.0.1/"], 1, "not supported")
+        try await expectExit(trust + ["https://no-such-host.invalid/"], 6, "could not resolve host")
+        let closed = try freeUDPPort()
+        try await expectExit(trust + ["--connect-timeout", "20", "https://127.0.0.1:\(closed)/"], 7, "failed to connect")
+        try await expectExit(trust + ["-f", "\(server.url)/missing"], 22, "error: 404")
+        try await expectExit(trust + ["-o", "/nonexistent-dir/out", "\(server.url)/small.txt"], 23, "/nonexistent-dir/out")
+        try await expectExit(trust + ["-T", "/nonexistent-dir/in", "\(server.url)/up"], 26, "/nonexistent-dir/in")
+        try await expectExit(["\(server.url)/small.txt"], 60, "certificate")
+
+        // A UDP port that swallows everything: the handshake never finishes.
+        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let silentPort = Int(UInt16(bigEndian: address.sin_port))
+        try await expectExit(trust + ["-m", "1", "https://127.0.0.1:\(silentPort)/"], 28, "timed out")
+        try await expectExit(trust + ["--connect-timeout", "1", "https://127.0.0.1:\(silentPort)/"], 28, "timed out")
+
+        // A QUIC server that does not speak h3: the TLS handshake fails (no_application_protocol).
+        let listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: serverConfiguration(alpn: ["hq-interop"]))
+        let port = listener.localAddress.port ?? 0
+        try await expectExit(trust + ["https://127.0.0.1:\(port)/"], 35, "TLS handshake failed")
+        await listener.close()
+    }
+
+    @Test("-Z runs transfers concurrently on one connection and prints bodies in URL order")
+    func parallel() async throws {
+        let server = try await ServeProcess.files()
+        let run = try await runH3(trust + ["-sS", "-Z", "-w", "[%{num_connects}]", "\(server.url)/random.bin",
+                                           "\(server.url)/small.txt", "\(server.url)/sub/inner.txt"])
+        #expect(run.status == 0, "\(run)")
+        var expected = files.random
+        expected.append(Data("[1]hello h3\n[0]inner\n[0]".utf8))
+        #expect(run.stdout.count == expected.count)
+        #expect(sameBytes(run.stdout, expected))
+    }
+
+    @Test("h3 serve makes a self-signed certificate once, prints its fingerprint, and reuses it")
+    func selfSignedCertificate() async throws {
+        let cache = try scratchDirectory()
+        let first = try await ServeProcess.start([ServedFiles.shared.root.path, "--cert-cache", cache.path])
+        let certificate = cache.appendingPathComponent("localhost-cert.pem").path
+        let pem = try String(contentsOfFile: certificate, encoding: .utf8)
+        let fingerprint = try CertificateGenerator.inspect(certificatePEM: pem).sha256Fingerprint
+        #expect(first.log.contains("generated a self-signed certificate \(certificate)"))
+        #expect(first.log.contains("SHA-256 \(fingerprint)"))
+        let keyMode = try FileManager.default.attributesOfItem(atPath: cache.appendingPathComponent("localhost-key.pem").path)[.posixPermissions] as? Int
+        #expect(keyMode == 0o600)
+        // The generated certificate verifies as a trust anchor (localhost and 127.0.0.1 are in it).
+        let fetched = try await runH3(["-sS", "--cacert", certificate, "\(first.url)/small.txt"])
+        #expect(fetched.text == "hello h3\n", "\(fetched)")
+        first.process.stop()
+        let second = try await ServeProcess.start([ServedFiles.shared.root.path, "--cert-cache", cache.path])
+        #expect(second.log.contains("using the self-signed certificate \(certificate)"))
+        #expect(second.log.contains("SHA-256 \(fingerprint)"))
+    }
+
+    @Test("SIGTERM stops h3 serve gracefully: the download in flight completes")
+    func gracefulShutdown() async throws {
+        let big = try scratchDirectory()
+        var generator = PatternGenerator(seed: 77)
+        var data = Data()
+        for _ in 0..<96 { data.append(contentsOf: generator.next(256 << 10).readableBytesView) }  // 24 MiB
+        try data.write(to: big.appendingPathComponent("big.bin"))
+        let pki = TestPKI.shared
+        let server = try await ServeProcess.start([big.path, "--cert", pki.certFile, "--key", pki.keyFile])
+        let out = big.appendingPathComponent("download").path
+        let client = try PeerProcess(h3Binary, trust + ["-sS", "-o", out, "\(server.url)/big.bin"],
+                                     directory: pki.directory)
+        // Wait until bytes flow, then ask the server to stop.
+        for _ in 0..<400 {
+            let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+            if size > 0 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        kill(server.process.process.processIdentifier, SIGTERM)
+        let clientStatus = await client.waitForExit(seconds: 60)
+        let serverStatus = await server.process.waitForExit(seconds: 30)
+        #expect(clientStatus == 0, "client: \(client.output)")
+        #expect(sameBytes(FileManager.default.contents(atPath: out), data))
+        #expect(serverStatus == 0, "server: \(server.log)")
+        #expect(server.log.contains("SIGTERM: shutting down gracefully") && server.log.contains("h3 serve: stopped"))
+    }
+}
+
+@Suite("h3 against ngtcp2's example peers")
+struct H3PeerInteropTests {
+    @Test("h3 downloads from gtlsserver byte-exact")
+    func h3ToGtlsserver() async throws {
+        guard let gtlsserver = peerProgram("gtlsserver") else { return }
+        let pki = TestPKI.shared
+        let files = ServedFiles.shared
+        let port = try freeUDPPort()
+        let server = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.root.path)", "127.0.0.1", "\(port)", pki.keyFile, pki.certFile],
+                                     directory: pki.directory)
+        defer { server.stop() }
+        var run = ToolRun(status: nil, stdout: Data(), stderr: "")
+        for _ in 0..<50 {  // gtlsserver may still be starting
+            run = try await runH3(trust + ["-sS", "-w", "|%{http_code}", "https://127.0.0.1:\(port)/random.bin"])
+            if run.status != 7 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(run.status == 0, "\(run)")
+        #expect(sameBytes(run.stdout, files.random + Data("|200".utf8)))
+    }
+
+    @Test("gtlsclient downloads from h3 serve byte-exact")
+    func gtlsclientToServe() async throws {
+        guard let gtlsclient = peerProgram("gtlsclient") else { return }
+        let server = try await ServeProcess.files()
+        let downloads = try scratchDirectory()
+        let client = try PeerProcess(gtlsclient, ["-q", "--exit-on-all-streams-close", "--download=\(downloads.path)",
+                                                  "127.0.0.1", "\(server.port)", "https://localhost:\(server.port)/random.bin"],
+                                     directory: TestPKI.shared.directory)
+        let status = await client.waitForExit(seconds: 30)
+        #expect(status == 0, "gtlsclient: \(client.output.suffix(1000))")
+        #expect(sameBytes(FileManager.default.contents(atPath: downloads.appendingPathComponent("random.bin").path), ServedFiles.shared.random))
+        #expect(server.log.contains("\"GET /random.bin HTTP/3\" 200 \(ServedFiles.shared.random.count)"))
+    }
+}
