@@ -76,7 +76,7 @@ struct Fetch: AsyncParsableCommand {
     var parallelMax = 50
     @Option(name: [.customShort("A"), .customLong("user-agent")], help: ArgumentHelp("The user-agent header.", valueName: "name"))
     var userAgent: String?
-    @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection here (when the transport supports it).", valueName: "dir"))
+    @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection into this directory.", valueName: "dir"))
     var qlogDirectory: String?
     @Flag(name: .customLong("http3-only"), help: "Use HTTP/3 only (the default).")
     var http3Only = false
@@ -177,6 +177,13 @@ struct Fetch: AsyncParsableCommand {
             tls.privateKey = .file(clientKey)
         }
         var configuration = HTTP3Transport.Configuration(tls: tls)
+        if let qlogDirectory {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: qlogDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ToolError(ToolError.writeError, "--qlog-dir '\(qlogDirectory)' is not a directory")
+            }
+            configuration.quic.qlogDirectory = qlogDirectory
+        }
         if let connectTimeout { configuration.quic.handshakeTimeout = .milliseconds(Int64(connectTimeout * 1000)) }
         for entry in resolve {
             if let (key, address) = Fetch.parseResolve(entry) { configuration.resolve[key] = address }

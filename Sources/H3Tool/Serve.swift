@@ -34,6 +34,8 @@ struct Serve: AsyncParsableCommand {
     var echo = false
     @Flag(help: "Validate client addresses with a Retry before accepting a connection.")
     var retry = false
+    @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection into this directory.", valueName: "dir"))
+    var qlogDirectory: String?
     @Flag(name: [.customShort("q"), .long], help: "No access log.")
     var quiet = false
     @Option(name: .customLong("shutdown-timeout"),
@@ -84,6 +86,7 @@ struct Serve: AsyncParsableCommand {
         var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls,
                                                      gracefulShutdownTimeout: .milliseconds(Int64(shutdownTimeout * 1000)))
         configuration.quic.requireAddressValidation = retry
+        configuration.quic.quic.qlogDirectory = qlogDirectory
         let server: HTTP3Server
         do {
             server = try await HTTP3Server.bind(configuration: configuration, handler: handler)

@@ -2,6 +2,7 @@ internal import CGnuTLS
 internal import CNgtcp2
 internal import CNgtcp2CryptoGnuTLS
 import Logging
+import Glibc
 import NIOCore
 import QUICSocket
 
@@ -45,6 +46,8 @@ package final class ConnectionCore: @unchecked Sendable {
     let logger: Logger
     private(set) var conn: OpaquePointer?
     let tls: TLSSession
+    /// The qlog file, when qlog is on (-1 otherwise).
+    private var qlogDescriptor: Int32 = -1
     let pathStorage: PathStorage
     private let connRef: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>
     /// Scratch path that ngtcp2 fills for each written packet.
@@ -106,6 +109,7 @@ package final class ConnectionCore: @unchecked Sendable {
         var settings = makeSettings()
         var params = makeTransportParameters()
         let dcid = ConnectionID.random(length: 18)
+        enableQlog(&settings, originalDestinationID: dcid, isServer: false)
         let scid = ConnectionID.random()
         var dcidC = dcid.cid, scidC = scid.cid
         var conn: OpaquePointer?
@@ -160,6 +164,7 @@ package final class ConnectionCore: @unchecked Sendable {
 
         var settings = makeSettings()
         var params = makeTransportParameters()
+        enableQlog(&settings, originalDestinationID: originalDestinationID, isServer: true)
         params.original_dcid = originalDestinationID.cid
         if let retrySourceID {
             params.retry_scid = retrySourceID.cid
@@ -198,6 +203,7 @@ package final class ConnectionCore: @unchecked Sendable {
     deinit {
         timer?.cancel()
         if let conn { ngtcp2_conn_del(conn) }
+        if qlogDescriptor >= 0 { Glibc.close(qlogDescriptor) }
         connRef.deallocate()
         writePath.deallocate()
     }
@@ -231,6 +237,44 @@ package final class ConnectionCore: @unchecked Sendable {
         settings.max_stream_window = configuration.maxStreamWindow
         settings.cc_algo = NGTCP2_CC_ALGO_CUBIC
         return settings
+    }
+
+    /// Turns on ngtcp2's qlog when the configuration names a directory. A file that cannot be
+    /// created is logged and skipped: qlog never stops a connection.
+    private func enableQlog(_ settings: inout ngtcp2_settings, originalDestinationID: ConnectionID, isServer: Bool) {
+        guard let directory = configuration.qlogDirectory else { return }
+        let name = originalDestinationID.bytes.map { String($0, radix: 16).leftPad(2) }.joined()
+        let path = "\(directory)/\(name)_\(isServer ? "server" : "client").sqlog"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            logger.warning("cannot create the qlog file", metadata: ["path": "\(path)", "errno": "\(errno)"])
+            return
+        }
+        qlogDescriptor = fd
+        settings.qlog.odcid = originalDestinationID.cid
+        settings.qlog.write = { userData, flags, data, length in
+            guard let userData else { return }
+            Unmanaged<ConnectionCore>.fromOpaque(userData)._withUnsafeGuaranteedRef { core in
+                core.writeQlog(data, length, final: flags & UInt32(NGTCP2_QLOG_WRITE_FLAG_FIN) != 0)
+            }
+        }
+    }
+
+    private func writeQlog(_ data: UnsafeRawPointer?, _ length: Int, final: Bool) {
+        guard qlogDescriptor >= 0 else { return }
+        if let data, length > 0 {
+            var offset = 0
+            while offset < length {
+                let n = write(qlogDescriptor, data + offset, length - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+        if final {
+            Glibc.close(qlogDescriptor)
+            qlogDescriptor = -1
+        }
     }
 
     private func makeTransportParameters() -> ngtcp2_transport_params {

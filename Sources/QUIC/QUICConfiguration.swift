@@ -30,6 +30,12 @@ public struct QUICConfiguration: Sendable, Hashable {
     public var maxUDPPayloadSize: Int
     /// Whether the peer may migrate the connection to a new address (disable_active_migration).
     public var allowActiveMigration: Bool
+    /// A directory to write one qlog file per connection into (ngtcp2's JSON-SEQ qlog, named
+    /// `<original destination connection ID>_<client|server>.sqlog`), or `nil` for none.
+    /// For debugging: the files are written from the event loop as events happen.
+    /// (TLS secrets go to the file named by the `SSLKEYLOGFILE` environment variable:
+    /// GnuTLS does that by itself.)
+    public var qlogDirectory: String?
 
     /// Creates settings with defaults suited to most uses.
     public init(tls: QUICTLSConfiguration,
@@ -60,6 +66,7 @@ public struct QUICConfiguration: Sendable, Hashable {
         self.activeConnectionIDLimit = activeConnectionIDLimit
         self.maxUDPPayloadSize = maxUDPPayloadSize
         self.allowActiveMigration = allowActiveMigration
+        self.qlogDirectory = nil
     }
 
     func validate() throws(QUICError) {

@@ -188,6 +188,34 @@ struct H3EndToEndTests {
         await listener.close()
     }
 
+    @Test("--qlog-dir writes one qlog per connection on each side; SSLKEYLOGFILE gets the TLS secrets")
+    func qlogAndKeylog() async throws {
+        let qlogs = try scratchDirectory()
+        let pki = TestPKI.shared
+        let server = try await ServeProcess.start([ServedFiles.shared.root.path, "--cert", pki.certFile, "--key", pki.keyFile,
+                                                   "--qlog-dir", qlogs.path])
+        let keylog = qlogs.appendingPathComponent("keys.log").path
+        let run = try await runH3(trust + ["-sS", "--qlog-dir", qlogs.path, "\(server.url)/small.txt"],
+                                  environment: ["SSLKEYLOGFILE": keylog])
+        #expect(run.text == "hello h3\n", "\(run)")
+        server.process.stop()
+        let names = try FileManager.default.contentsOfDirectory(atPath: qlogs.path).filter { $0.hasSuffix(".sqlog") }.sorted()
+        try #require(names.count == 2, "\(names)")
+        // Both sides name the file after the same original destination connection ID.
+        #expect(names[0].hasSuffix("_client.sqlog") && names[1].hasSuffix("_server.sqlog"))
+        #expect(names[0].dropLast("_client.sqlog".count) == names[1].dropLast("_server.sqlog".count))
+        for name in names {
+            let text = try String(contentsOfFile: qlogs.appendingPathComponent(name).path, encoding: .utf8)
+            #expect(text.contains("\"qlog_format\":\"JSON-SEQ\"") && text.contains("transport:packet_sent")
+                    && text.contains("transport:packet_received"), "\(name)")
+        }
+        let secrets = try String(contentsOfFile: keylog, encoding: .utf8).split(separator: "\n")
+        let labels = Set(secrets.compactMap { $0.split(separator: " ").first.map(String.init) })
+        #expect(labels.isSuperset(of: ["CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                                       "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"]), "\(labels)")
+        #expect(secrets.allSatisfy { $0.split(separator: " ").count == 3 && $0.split(separator: " ")[1].count == 64 })
+    }
+
     @Test("-Z runs transfers concurrently on one connection and prints bodies in URL order")
     func parallel() async throws {
         let server = try await ServeProcess.files()
