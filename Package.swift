@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "h3-demo", targets: ["h3-demo"]),
         .library(name: "NetSim", targets: ["NetSim"]),
         .executable(name: "h3-netsim", targets: ["h3-netsim"]),
+        .executable(name: "interop-endpoint", targets: ["InteropEndpoint"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -93,6 +94,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "h3", dependencies: ["H3Tool"], swiftSettings: strictSettings),
+        // The quic-interop-runner endpoint (Interop/README.md).
+        .executableTarget(
+            name: "InteropEndpoint",
+            dependencies: [
+                "QUIC", "HTTP3", "HTTPAPI",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Interop/Endpoint",
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "h3-demo",
             dependencies: ["QUIC", "HTTP3", "HTTPAPI",

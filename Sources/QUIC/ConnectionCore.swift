@@ -46,6 +46,8 @@ package final class ConnectionCore: @unchecked Sendable {
     let logger: Logger
     private(set) var conn: OpaquePointer?
     let tls: TLSSession
+    /// Whether the handshake is confirmed (RFC 9001, section 4.1.2): key updates are possible.
+    var handshakeConfirmed = false
     /// The qlog file, when qlog is on (-1 otherwise).
     private var qlogDescriptor: Int32 = -1
     let pathStorage: PathStorage
@@ -856,6 +858,10 @@ extension ConnectionCore {
         cb.handshake_completed = { _, userData in
             core(userData)?.handshakeCompleted() ?? callbackFailure
         }
+        cb.handshake_confirmed = { _, userData in
+            core(userData)?.handshakeConfirmed = true
+            return 0
+        }
         cb.get_new_connection_id = { _, cid, token, length, userData in
             core(userData)?.newConnectionID(cid: cid, token: token, length: length) ?? callbackFailure
         }
@@ -933,6 +939,22 @@ extension ConnectionCore {
         pathStorage.setLocal(localAddress)
         let rv = ngtcp2_conn_initiate_immediate_migration(conn, pathStorage.path, Self.now())
         guard rv == 0 else { throw .invalidArgument("migration refused: \(ngtcp2Message(rv))") }
+    }
+
+    /// Starts a key update (RFC 9001, section 6): the next packets use the next key phase.
+    /// Possible once the handshake is confirmed and the previous update has finished.
+    package func initiateKeyUpdate() throws(QUICError) {
+        guard state == .established, let conn else {
+            throw state == .handshaking ? .invalidArgument("cannot update keys before the handshake completes")
+                                        : (closeError ?? .connectionClosed)
+        }
+        // Debian's ngtcp2 asserts (aborts) when asked before the handshake is done.
+        guard handshakeConfirmed, ngtcp2_conn_get_handshake_completed(conn) != 0 else {
+            throw .invalidArgument("cannot update keys before the handshake is confirmed")
+        }
+        let rv = ngtcp2_conn_initiate_key_update(conn, Self.now())
+        guard rv == 0 else { throw .invalidArgument("key update not possible now: \(ngtcp2Message(rv))") }
+        scheduleWrite()
     }
 
     /// Puts the path's local address back after a refused migration.

@@ -90,6 +90,16 @@ public final class QUICConnection: Sendable {
         try await host.migrate(localHost: localHost, localPort: localPort)
     }
 
+    /// Starts a TLS key update (RFC 9001, section 6); the peer follows. Either side may do
+    /// this once the handshake is confirmed and the previous update is complete.
+    ///
+    /// - Throws: ``QUICError/invalidArgument(_:)`` when an update is not possible yet (before
+    ///   the handshake is confirmed, or while the previous update is in progress).
+    public func initiateKeyUpdate() async throws {
+        let core = self.core
+        try await core.eventLoop.submit { () throws -> Void in try core.initiateKeyUpdate() }.get()
+    }
+
     /// The local address of the connection's current path.
     public var localAddress: SocketAddress {
         get async throws {

@@ -1,0 +1,122 @@
+import Foundation
+import HTTP3
+import HTTPAPI
+import HTTPTypes
+import NIOCore
+import QUIC
+
+/// The client role: downloads every URL in REQUESTS into DOWNLOADS over one connection.
+struct InteropClient {
+    let settings: EndpointSettings
+
+    init(_ settings: EndpointSettings) { self.settings = settings }
+
+    func run() async throws {
+        try FileManager.default.createDirectory(atPath: settings.downloads, withIntermediateDirectories: true)
+        let first = settings.requests[0]
+        guard var host = first.host else { throw EndpointError("no host in \(first)") }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let port = first.port ?? 443
+        var tls = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: [settings.mode == .h3 ? "h3" : "hq-interop"])
+        tls.certificateVerification = .insecureNoVerification
+        if settings.chacha20Only { tls.cipherSuites = .chacha20Poly1305 }
+        var quic = QUICConfiguration(tls: tls)
+        quic.qlogDirectory = settings.qlogDirectory
+        // Lossy and slow cases (handshakeloss, longrtt, blackhole) need patience.
+        quic.handshakeTimeout = .seconds(60)
+        quic.idleTimeout = .seconds(60)
+
+        switch settings.mode {
+        case .hq:
+            let connection = try await QUICClient.connect(host: host, port: port, configuration: quic)
+            if settings.keyUpdate { try await updateKeys(connection) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for url in settings.requests {
+                    group.addTask { try await fetchHQ(url, on: connection) }
+                }
+                try await group.waitForAll()
+            }
+            await connection.close()
+        case .h3:
+            var configuration = HTTP3Transport.Configuration(tls: tls)
+            configuration.quic = quic
+            configuration.quic.tls.applicationProtocols = ["h3"]
+            let transport = HTTP3Transport(configuration: configuration)
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for url in settings.requests {
+                        group.addTask { try await fetchH3(url, transport: transport) }
+                    }
+                    try await group.waitForAll()
+                }
+            } catch {
+                await transport.shutdown()
+                throw error
+            }
+            await transport.shutdown()
+        }
+    }
+
+    /// Starts a key update as soon as the handshake is confirmed (ngtcp2 refuses it before).
+    private func updateKeys(_ connection: QUICConnection) async throws {
+        for _ in 0..<200 {
+            do {
+                try await connection.initiateKeyUpdate()
+                log("key update initiated")
+                return
+            } catch QUICError.invalidArgument {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        throw EndpointError("the key update was refused for 2 s")
+    }
+
+    private func fetchHQ(_ url: URL, on connection: QUICConnection) async throws {
+        let path = url.path.isEmpty ? "/" : url.path
+        let output = try OutputFile(settings.downloads, path)
+        let stream = try await connection.openStream()
+        try await stream.write(Array("GET \(path)\r\n".utf8))
+        try await stream.finish()
+        while let chunk = try await stream.read() {
+            try output.write(chunk)
+        }
+        try output.close()
+    }
+
+    private func fetchH3(_ url: URL, transport: HTTP3Transport) async throws {
+        let path = url.path.isEmpty ? "/" : url.path
+        let authority = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
+        let request = HTTPRequest(method: .get, scheme: "https", authority: authority, path: path)
+        let response = try await transport.roundTrip(request)
+        guard response.head.status == .ok else {
+            response.body.discard()
+            throw EndpointError("\(url): status \(response.head.status.code)")
+        }
+        let output = try OutputFile(settings.downloads, path)
+        for try await chunk in response.body { try output.write(chunk) }
+        try output.close()
+    }
+}
+
+/// A downloaded file, written as bytes arrive.
+final class OutputFile {
+    private let handle: FileHandle
+
+    init(_ directory: String, _ path: String) throws {
+        let name = path.split(separator: "/").filter { $0 != ".." && $0 != "." }.joined(separator: "/")
+        guard !name.isEmpty else { throw EndpointError("no file name in \(path)") }
+        let full = directory + "/" + name
+        try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        guard FileManager.default.createFile(atPath: full, contents: nil), let handle = FileHandle(forWritingAtPath: full) else {
+            throw EndpointError("cannot create \(full)")
+        }
+        self.handle = handle
+    }
+
+    func write(_ buffer: ByteBuffer) throws {
+        try handle.write(contentsOf: Data(buffer.readableBytesView))
+    }
+
+    func close() throws { try handle.close() }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// A test case this endpoint cannot run (exit code 127, as the runner expects).
+struct UnsupportedTestCase: Error, CustomStringConvertible {
+    let name: String
+    var description: String { "test case '\(name)' is not supported" }
+}
+
+/// A failure with a message for the log.
+struct EndpointError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The runner's contract, read from the environment.
+struct EndpointSettings: Sendable {
+    enum Role: String, Sendable { case client, server }
+
+    /// How the test case is served or fetched.
+    enum Mode: Sendable {
+        /// HTTP/0.9 over QUIC, ALPN hq-interop.
+        case hq
+        /// HTTP/3, ALPN h3.
+        case h3
+    }
+
+    let role: Role
+    let testCase: String
+    let mode: Mode
+    let requests: [URL]
+    let www: String
+    let downloads: String
+    let certificates: String
+    let port: Int
+    let bindAddress: String
+    let qlogDirectory: String?
+    /// Server: require address validation (Retry) for every new connection.
+    let retry: Bool
+    /// Offer only ChaCha20-Poly1305.
+    let chacha20Only: Bool
+    /// Client: start a key update once the handshake is confirmed.
+    let keyUpdate: Bool
+
+    /// Test cases that need nothing beyond a correct transfer (the network does the rest).
+    static let transferCases: Set<String> = [
+        "handshake", "transfer", "multiplexing", "longrtt", "goodput", "crosstraffic", "blackhole",
+        "handshakeloss", "transferloss", "handshakecorruption", "transfercorruption", "ecn",
+        "amplificationlimit", "ipv6", "rebind-port", "rebind-addr",
+    ]
+    /// Cases run with a special setting.
+    static let specialCases: Set<String> = ["retry", "chacha20", "keyupdate", "http3"]
+
+    init(_ environment: [String: String]) throws {
+        guard let roleText = environment["ROLE"], let role = Role(rawValue: roleText) else {
+            throw EndpointError("ROLE must be client or server")
+        }
+        self.role = role
+        testCase = environment["TESTCASE"] ?? ""
+        // resumption, zerortt, connectionmigration and v2 need features this build lacks
+        // (session tickets, preferred address, QUIC v2): the runner expects 127 for them.
+        guard EndpointSettings.transferCases.contains(testCase) || EndpointSettings.specialCases.contains(testCase) else {
+            throw UnsupportedTestCase(name: testCase)
+        }
+        mode = testCase == "http3" ? .h3 : .hq
+        retry = testCase == "retry"
+        chacha20Only = testCase == "chacha20"
+        keyUpdate = testCase == "keyupdate"
+        www = environment["WWW"] ?? "/www"
+        downloads = environment["DOWNLOADS"] ?? "/downloads"
+        certificates = environment["CERTS"] ?? "/certs"
+        port = environment["PORT"].flatMap(Int.init) ?? 443
+        bindAddress = environment["BIND_ADDRESS"] ?? "::"
+        qlogDirectory = environment["QLOGDIR"].flatMap { $0.isEmpty ? nil : $0 }
+        var requests: [URL] = []
+        for text in (environment["REQUESTS"] ?? "").split(separator: " ") {
+            guard let url = URL(string: String(text)), url.host != nil else {
+                throw EndpointError("bad URL in REQUESTS: \(text)")
+            }
+            requests.append(url)
+        }
+        if role == .client && requests.isEmpty { throw EndpointError("REQUESTS is empty") }
+        self.requests = requests
+        if let qlogDirectory {
+            try FileManager.default.createDirectory(atPath: qlogDirectory, withIntermediateDirectories: true)
+        }
+    }
+}
