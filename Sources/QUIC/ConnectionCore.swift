@@ -738,6 +738,9 @@ package final class ConnectionCore: @unchecked Sendable {
 
     fileprivate func handshakeCompleted() -> Int32 {
         state = .established
+        // A server's handshake is confirmed when it completes (RFC 9001, section 4.1.2);
+        // ngtcp2 reports confirmation through its callback only on the client.
+        if isServer { handshakeConfirmed = true }
         do throws(QUICError) {
             try application?.handshakeCompleted()
         } catch {
