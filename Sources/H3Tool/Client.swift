@@ -22,7 +22,20 @@ struct Client: Sendable {
     func runParallel(_ plans: [TransferPlan], limit: Int) async -> [TransferReport] {
         let spoolDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("h3-spool-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try? FileManager.default.createDirectory(at: spoolDirectory, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(at: spoolDirectory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            let failure = ToolError(ToolError.writeError, "cannot create a spool directory for -Z: \(error)")
+            return plans.map { plan in
+                var report = TransferReport()
+                report.url = plan.target.description
+                report.exitCode = failure.code
+                report.errorMessage = failure.message
+                finishReport(report)
+                return report
+            }
+        }
         defer { try? FileManager.default.removeItem(at: spoolDirectory) }
         var reports = [TransferReport?](repeating: nil, count: plans.count)
         await withTaskGroup(of: (Int, TransferReport, String?).self) { group in
@@ -50,8 +63,12 @@ struct Client: Sendable {
                 spools[index] = spool
                 if next < plans.count { add() }
                 // Print finished transfers in order.
-                while printed < plans.count, let done = reports[printed] {
-                    if let path = spools[printed] { copyToStandardOutput(path) }
+                while printed < plans.count, var done = reports[printed] {
+                    if let path = spools[printed], let failure = copyToStandardOutput(path), done.exitCode == 0 {
+                        done.exitCode = failure.code
+                        done.errorMessage = failure.message
+                        reports[printed] = done
+                    }
                     finishReport(done)
                     printed += 1
                 }
@@ -60,13 +77,23 @@ struct Client: Sendable {
         return reports.map { $0 ?? TransferReport() }
     }
 
-    private func copyToStandardOutput(_ path: String) {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return }
+    /// Copies a spooled body to stdout; returns the error (exit 23) if that fails.
+    private func copyToStandardOutput(_ path: String) -> ToolError? {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            return ToolError(ToolError.writeError, "the spooled body \(path) disappeared")
+        }
         defer { try? handle.close() }
         let out = OutputSink(.standardOutput)
-        while let data = try? handle.read(upToCount: 256 << 10), !data.isEmpty {
-            if (try? out.write(ByteBuffer(bytes: data))) == nil { return }
+        do {
+            while let data = try handle.read(upToCount: 256 << 10), !data.isEmpty {
+                try out.write(ByteBuffer(bytes: data))
+            }
+        } catch let error as ToolError {
+            return error
+        } catch {
+            return ToolError(ToolError.writeError, "cannot read the spooled body: \(error)")
         }
+        return nil
     }
 
     /// Prints the error line and the `-w` text of a finished transfer.
@@ -161,20 +188,23 @@ struct Client: Sendable {
         var bodySpec = options.body
         var redirects = 0
         var connects = 0
+        var headerBytes: Int64 = 0
+        var fields = options.headerFields
+        var authorityOverride = options.authorityOverride
         while true {
-            var fields = options.headerFields
+            var fields = fields
             if case .none = bodySpec {
             } else if fields[.contentType] == nil, let type = options.defaultContentType {
                 fields[.contentType] = type
             }
-            let authority = options.authorityOverride ?? target.authority
+            let authority = authorityOverride ?? target.authority
             let request = HTTPRequest(method: method, scheme: "https", authority: authority,
                                       path: target.pathAndQuery, headerFields: fields)
             let (body, uploadLength) = try makeBody(bodySpec)
             let hopStart = elapsed(since: started)
             if options.verbose {
                 Console.error("* Requesting \(target) over HTTP/3"
-                              + (options.authorityOverride.map { " (authority \($0))" } ?? ""))
+                              + (authorityOverride.map { " (authority \($0))" } ?? ""))
             }
             let response = try await transport.roundTrip(request, body: body, options: HTTPRequestOptions())
             let metadata = response.metadata
@@ -219,6 +249,7 @@ struct Client: Sendable {
             }
             if options.include || options.headOnly {
                 try sink.write(headerBlock)
+                headerBytes += Int64(headerBlock.utf8.count)
             }
             if options.followRedirects && isRedirect, let location {
                 response.body.discard()
@@ -226,7 +257,14 @@ struct Client: Sendable {
                     throw ToolError(ToolError.tooManyRedirects, "maximum (\(options.maxRedirects)) redirects followed")
                 }
                 redirects += 1
+                let previous = target
                 target = try target.resolving(location: location)
+                if target.host != previous.host || target.port != previous.port {
+                    // As curl without --location-trusted: credentials stay with the first origin.
+                    fields[.authorization] = nil
+                    fields[.cookie] = nil
+                    authorityOverride = nil
+                }
                 if options.verbose { Console.error("* Following redirect to \(target)") }
                 // 303 becomes GET; 301 and 302 turn POST into GET, as browsers and curl do.
                 if (status == 303 && method != .head) || ((status == 301 || status == 302) && method == .post && !options.methodIsExplicit) {
@@ -253,7 +291,7 @@ struct Client: Sendable {
                 response.body.discard()
                 try sink.open()
             }
-            report.sizeDownload = sink.bytesWritten - (options.include || options.headOnly ? Int64(report.sizeHeader) : 0)
+            report.sizeDownload = sink.bytesWritten - headerBytes
             report.timeTotal = elapsed(since: started)
             if options.verbose {
                 Console.error("* Connection to \(target.host) left open for reuse")

@@ -19,7 +19,7 @@ struct Fetch: AsyncParsableCommand {
                                valueName: "file"))
     var output: [String] = []
     @Flag(name: [.customShort("O"), .customLong("remote-name")],
-          help: "Write each body to a local file named like the URL's last path segment.")
+          help: "Write every body to a local file named like its URL's last path segment (curl's --remote-name-all).")
     var remoteName = false
     @Option(name: [.customShort("X"), .customLong("request")], help: ArgumentHelp("The request method.", valueName: "method"))
     var method: String?
@@ -93,8 +93,15 @@ struct Fetch: AsyncParsableCommand {
         }
         if output.count > urls.count { throw ValidationError("more -o/--output options than URLs") }
         if (clientCertificate == nil) != (clientKey == nil) { throw ValidationError("--cert and --key go together") }
-        if let connectTimeout, !(connectTimeout > 0) { throw ValidationError("--connect-timeout must be positive") }
-        if let maxTime, !(maxTime > 0) { throw ValidationError("-m/--max-time must be positive") }
+        if let connectTimeout, !(connectTimeout > 0 && connectTimeout <= 1e8) {
+            throw ValidationError("--connect-timeout must be a positive number of seconds (at most 1e8)")
+        }
+        if let maxTime, !(maxTime > 0 && maxTime <= 1e8) {
+            throw ValidationError("-m/--max-time must be a positive number of seconds (at most 1e8)")
+        }
+        if remoteName && !output.isEmpty {
+            throw ValidationError("use either -o/--output or -O/--remote-name, not both")
+        }
         if !(1...300).contains(parallelMax) { throw ValidationError("--parallel-max must be between 1 and 300") }
         if maxRedirects < -1 { throw ValidationError("--max-redirs must be -1 or more") }
         for header in headers where !header.contains(":") && !header.hasSuffix(";") {
@@ -116,6 +123,14 @@ struct Fetch: AsyncParsableCommand {
     }
 
     func run() async throws {
+        do {
+            try await fetchAll()
+        } catch let error as ToolError where silent && !showError {
+            throw ToolError(error.code, "")  // -s: no message, only the exit code
+        }
+    }
+
+    private func fetchAll() async throws {
         let targets = try urls.map { (text: String) throws(ToolError) -> TargetURL in try TargetURL(parsing: text) }
         let options = try TransferOptions(self)
         let transport = HTTP3Transport(configuration: try makeTransportConfiguration())

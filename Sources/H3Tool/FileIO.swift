@@ -13,12 +13,13 @@ final class ReadableFile: Sendable {
     let inode: UInt64
 
     /// Opens `path`; throws a message suitable for the user if it cannot be opened.
-    init(path: String) throws(ToolError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// `serving` refuses a symbolic link as the last component and never blocks on a FIFO.
+    init(path: String, serving: Bool = false) throws(ToolError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | (serving ? O_NOFOLLOW | O_NONBLOCK : 0))
         guard fd >= 0 else {
             throw ToolError(ToolError.readError, "cannot open '\(path)' for reading: \(String(cString: strerror(errno)))")
         }
-        var info = stat()
+        var info = Glibc.stat()
         guard fstat(fd, &info) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
@@ -33,6 +34,15 @@ final class ReadableFile: Sendable {
     }
 
     deinit { close(descriptor) }
+
+    /// The path the open descriptor refers to now (from /proc), to check it is still where
+    /// the caller resolved it.
+    var openedPath: String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/fd/\(descriptor)", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
     func read(at offset: Int64, count: Int) async throws -> ByteBuffer {
@@ -122,13 +132,19 @@ struct StandardInputChunks: AsyncSequence, Sendable {
 }
 
 /// Where a response body goes: a file (created when the response arrives) or standard output.
+/// Safe to use from several tasks: once ``finish()`` ran, writes fail instead of reopening
+/// (a transfer abandoned by `-m` must not truncate what was saved).
 final class OutputSink: @unchecked Sendable {
     enum Target { case standardOutput, file(String) }
     let target: Target
+    private let lock = NSLock()
     private var descriptor: Int32 = -1
-    private(set) var bytesWritten: Int64 = 0
+    private var finished = false
+    private var written: Int64 = 0
 
     init(_ target: Target) { self.target = target }
+
+    var bytesWritten: Int64 { lock.withLock { written } }
 
     var displayName: String {
         switch target {
@@ -139,6 +155,13 @@ final class OutputSink: @unchecked Sendable {
 
     /// Opens the destination (truncating a file). Called once the response head arrived.
     func open() throws(ToolError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try openLocked()
+    }
+
+    private func openLocked() throws(ToolError) {
+        guard !finished else { throw ToolError(ToolError.writeError, "output to \(displayName) already closed") }
         guard descriptor < 0 else { return }
         switch target {
         case .standardOutput:
@@ -154,7 +177,9 @@ final class OutputSink: @unchecked Sendable {
 
     /// Writes all bytes or throws exit code 23.
     func write(_ buffer: ByteBuffer) throws(ToolError) {
-        try open()
+        lock.lock()
+        defer { lock.unlock() }
+        try openLocked()
         let descriptor = self.descriptor
         let failure: Int32? = buffer.withUnsafeReadableBytes { raw -> Int32? in
             guard let base = raw.baseAddress else { return nil }
@@ -170,15 +195,19 @@ final class OutputSink: @unchecked Sendable {
         if let failure {
             throw ToolError(ToolError.writeError, "failure writing output to \(displayName): \(String(cString: strerror(failure)))")
         }
-        bytesWritten += Int64(buffer.readableBytes)
+        written += Int64(buffer.readableBytes)
     }
 
     func write(_ text: String) throws(ToolError) {
         try write(ByteBuffer(string: text))
     }
 
-    /// Closes a file destination; `close` errors (for example a full disk on NFS) are write errors.
+    /// Closes a file destination; `close` errors (for example a full disk on NFS) are write
+    /// errors. Later writes fail.
     func finish() throws(ToolError) {
+        lock.lock()
+        defer { lock.unlock() }
+        finished = true
         guard case .file(let path) = target, descriptor >= 0 else { return }
         let rv = Glibc.close(descriptor)
         descriptor = -1

@@ -30,10 +30,9 @@ struct FileServer: HTTPHandler {
                 response: HTTPResponseWriter) async throws {
         let started = ContinuousClock.now
         let writer = CountingWriter(response)
-        var status = 500
-        defer { log.record(request, context: context, status: status, bytes: writer.bytes, since: started) }
+        defer { log.record(request, context: context, status: writer.status ?? 500, bytes: writer.bytes, since: started) }
         body.discard()
-        status = try await serve(request, writer)
+        _ = try await serve(request, writer)
     }
 
     private func serve(_ request: HTTPRequest, _ out: CountingWriter) async throws -> Int {
@@ -50,10 +49,10 @@ struct FileServer: HTTPHandler {
             return try await out.text(HTTPResponse(status: .forbidden), "forbidden\n", method: request.method)
         case .notFound:
             return try await out.text(HTTPResponse(status: .notFound), "not found\n", method: request.method)
-        case .redirectToDirectory:
+        case .redirectToDirectory(let location):
+            // Built from the normalized segments: "//other.host" cannot become a cross-origin Location.
             var head = HTTPResponse(status: .movedPermanently)
-            let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-            head.headerFields[.location] = parts[0] + "/" + (parts.count > 1 ? "?" + parts[1] : "")
+            head.headerFields[.location] = location
             return try await out.text(head, "moved to a directory path\n", method: request.method)
         case .directory(let path):
             switch FileServer.resolve(FileServer.pathOnly(target) + "index.html", root: root) {
@@ -68,11 +67,13 @@ struct FileServer: HTTPHandler {
     private func sendFile(_ path: String, _ request: HTTPRequest, _ out: CountingWriter) async throws -> Int {
         let file: ReadableFile
         do {
-            file = try ReadableFile(path: path)
+            file = try ReadableFile(path: path, serving: true)
         } catch {
             return try await out.text(HTTPResponse(status: .forbidden), "forbidden\n", method: request.method)
         }
-        guard file.isRegularFile else {
+        // The path was checked, then opened: make sure what was opened is still inside the root
+        // (a symbolic link swapped in between would show here).
+        guard file.isRegularFile, let opened = file.openedPath, opened.hasPrefix(root == "/" ? "/" : root + "/") else {
             return try await out.text(HTTPResponse(status: .forbidden), "forbidden\n", method: request.method)
         }
         let mtime = Int(file.modificationTime.tv_sec)
@@ -153,8 +154,8 @@ struct FileServer: HTTPHandler {
     enum Resolution: Equatable {
         case file(String)
         case directory(String)
-        /// A directory asked for without the trailing slash.
-        case redirectToDirectory
+        /// A directory asked for without the trailing slash; the location to send.
+        case redirectToDirectory(String)
         case notFound
         case forbidden
         case badRequest
@@ -193,7 +194,10 @@ struct FileServer: HTTPHandler {
         guard stat(resolved, &info) == 0 else { return .notFound }
         switch info.st_mode & S_IFMT {
         case S_IFDIR:
-            return decoded.hasSuffix("/") || segments.isEmpty ? .directory(resolved) : .redirectToDirectory
+            if decoded.hasSuffix("/") || segments.isEmpty { return .directory(resolved) }
+            let encoded = segments.map { String($0).addingPercentEncoding(withAllowedCharacters: segmentAllowed) ?? "" }
+            let query = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first
+            return .redirectToDirectory("/" + encoded.joined(separator: "/") + "/" + (query.map { "?" + $0 } ?? ""))
         case S_IFREG:
             return decoded.hasSuffix("/") ? .notFound : .file(resolved)
         default:
@@ -228,7 +232,9 @@ struct FileServer: HTTPHandler {
         guard let first = number(firstText) else { return .ignore }
         var last = size - 1
         if !lastText.isEmpty {
-            guard let value = number(lastText) else { return .ignore }
+            guard lastText.allSatisfy({ $0.isASCII && $0.isNumber }) else { return .ignore }
+            // A last byte beyond Int64 is just "to the end".
+            let value = number(lastText) ?? Int64.max
             guard value >= first else { return .ignore }
             last = min(value, size - 1)
         }
@@ -279,13 +285,11 @@ struct EchoHandler: HTTPHandler {
                 response: HTTPResponseWriter) async throws {
         let started = ContinuousClock.now
         let out = CountingWriter(response)
-        var status = 500
-        defer { log.record(request, context: context, status: status, bytes: out.bytes, since: started) }
+        defer { log.record(request, context: context, status: out.status ?? 500, bytes: out.bytes, since: started) }
         var head = HTTPResponse(status: .ok)
         head.headerFields[.contentType] = request.headerFields[.contentType] ?? "application/octet-stream"
         if let length = request.headerFields[.contentLength] { head.headerFields[.contentLength] = length }
         try await out.head(head)
-        status = 200
         for try await chunk in body { try await out.write(chunk) }
         try await out.finish()
     }
@@ -296,12 +300,18 @@ final class CountingWriter: @unchecked Sendable {
     private let writer: HTTPResponseWriter
     private let lock = NSLock()
     private var count: Int64 = 0
+    private var sentStatus: Int?
 
     init(_ writer: HTTPResponseWriter) { self.writer = writer }
 
     var bytes: Int64 { lock.withLock { count } }
+    /// The status of the head that was sent, if one was.
+    var status: Int? { lock.withLock { sentStatus } }
 
-    func head(_ head: HTTPResponse) async throws { try await writer.writeHead(head) }
+    func head(_ head: HTTPResponse) async throws {
+        try await writer.writeHead(head)
+        lock.withLock { sentStatus = head.status.code }
+    }
 
     func write(_ buffer: ByteBuffer) async throws {
         try await writer.write(buffer)
@@ -315,7 +325,7 @@ final class CountingWriter: @unchecked Sendable {
         var head = head
         if head.headerFields[.contentType] == nil { head.headerFields[.contentType] = "text/plain; charset=utf-8" }
         head.headerFields[.contentLength] = String(text.utf8.count)
-        try await writer.writeHead(head)
+        try await self.head(head)
         if method != .head { try await write(ByteBuffer(string: text)) }
         try await writer.finish()
         return head.status.code

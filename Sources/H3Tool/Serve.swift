@@ -45,7 +45,9 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
-        if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must not be negative") }
+        if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
+            throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
+        }
     }
 
     func run() async throws {

@@ -17,12 +17,14 @@ struct TargetURL: Sendable, Hashable, CustomStringConvertible {
 
     var description: String { "https://\(authority)\(pathAndQuery)" }
 
-    /// The last path segment, for `-O`.
+    /// The last path segment, for `-O`: never a path (it cannot contain "/").
     var remoteFileName: String {
         let path = pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         guard !path.hasSuffix("/") else { return "" }
+        // As curl: the segment as it appears in the URL, not decoded (a decoded %2F would
+        // name a file in another directory).
         let last = path.split(separator: "/").last.map(String.init) ?? ""
-        return last.removingPercentEncoding ?? last
+        return last == "." || last == ".." || last.contains("\0") ? "" : last
     }
 
     /// Parses a command-line URL. A URL without a scheme is taken as https (HTTP/3 has no

@@ -14,12 +14,21 @@ struct H3EndToEndTests {
         let server = try await ServeProcess.files()
         let scratch = try scratchDirectory()
         let out = scratch.appendingPathComponent("out.bin").path
-        let run = try await runH3(trust + ["-sS", "-o", out, "-w", "%{num_connects} ", "\(server.url)/random.bin",
-                                           "-O", "\(server.url)/small.txt"], workingDirectory: scratch)
+        let run = try await runH3(trust + ["-sS", "-o", out, "-o", "second.txt", "-w", "%{num_connects} ",
+                                           "\(server.url)/random.bin", "\(server.url)/small.txt"], workingDirectory: scratch)
         #expect(run.status == 0, "\(run)")
         #expect(sameBytes(FileManager.default.contents(atPath: out), files.random))
-        #expect(FileManager.default.contents(atPath: scratch.appendingPathComponent("small.txt").path) == Data("hello h3\n".utf8))
+        #expect(FileManager.default.contents(atPath: scratch.appendingPathComponent("second.txt").path) == Data("hello h3\n".utf8))
         #expect(run.text == "1 0 ", "the second URL reuses the connection")
+        // -O names each file after its URL, as given (not decoded: %2F cannot leave the directory).
+        let remote = try await runH3(trust + ["-sS", "-O", "\(server.url)/small.txt", "\(server.url)/sub/..%2F..%2Fsmall.txt"],
+                                     workingDirectory: scratch)
+        #expect(remote.status == 0, "\(remote)")
+        #expect(FileManager.default.contents(atPath: scratch.appendingPathComponent("small.txt").path) == Data("hello h3\n".utf8))
+        #expect(FileManager.default.fileExists(atPath: scratch.appendingPathComponent("..%2F..%2Fsmall.txt").path))
+        #expect(!FileManager.default.fileExists(atPath: scratch.deletingLastPathComponent().appendingPathComponent("small.txt").path))
+        let both = try await runH3(trust + ["-o", "x", "-O", "\(server.url)/a", "\(server.url)/b"])
+        #expect(both.status == 2, "-o with -O is refused: \(both)")
     }
 
     @Test("uploads: -T and --data-binary @FILE stream byte-exact through h3 serve --echo; -d joins with &")
@@ -97,6 +106,9 @@ struct H3EndToEndTests {
                                                 "\(server.url)/site"])
         #expect(followed.status == 0, "\(followed)")
         #expect(followed.text == "<p>site</p>\n|200 1 \(server.url)/site/")
+        // A target starting with "//" must not redirect to another host.
+        let doubleSlash = try await runH3(trust + ["-sS", "-I", "\(server.url)//site"])
+        #expect(doubleSlash.text.contains("location: /site/\r\n"), "\(doubleSlash.text)")
         let limited = try await runH3(trust + ["-sS", "-L", "--max-redirs", "0", "\(server.url)/site"])
         #expect(limited.status == 47, "\(limited)")
         #expect(limited.stderr.contains("redirects"))
@@ -110,20 +122,24 @@ struct H3EndToEndTests {
         #expect(middle.status == 0, "\(middle)")
         #expect(sameBytes(middle.stdout, files.random.subdata(in: 1000..<2000) + Data("206".utf8)))
         let suffix = try await runH3(trust + ["-sS", "-H", "Range: bytes=-10", url])
+        #expect(suffix.status == 0, "\(suffix)")
         #expect(sameBytes(suffix.stdout, Data(files.random.suffix(10))))
         let beyond = try await runH3(trust + ["-sS", "-i", "-H", "Range: bytes=99999999-", url])
+        #expect(beyond.status == 0, "\(beyond)")
         #expect(beyond.text.hasPrefix("HTTP/3 416\r\n") && beyond.text.contains("content-range: bytes */\(files.random.count)\r\n"))
+        let huge = try await runH3(trust + ["-sS", "-i", "-H", "Range: bytes=4194300-99999999999999999999", url])
+        #expect(huge.text.hasPrefix("HTTP/3 206\r\n") && huge.text.contains("content-range: bytes 4194300-4194303/4194304\r\n"))
 
         let head = try await runH3(trust + ["-sS", "-I", url])
         let lines = head.text.components(separatedBy: "\r\n")
         let etag = try #require(lines.first { $0.hasPrefix("etag: ") }).dropFirst(6)
         let modified = try #require(lines.first { $0.hasPrefix("last-modified: ") }).dropFirst(15)
         let notModified = try await runH3(trust + ["-sS", "-H", "If-None-Match: \"other\", \(etag)", "-w", "%{http_code} %{size_download}", url])
-        #expect(notModified.text == "304 0", "\(notModified)")
-        let since = try await runH3(trust + ["-sS", "-H", "If-Modified-Since: \(modified)", "-w", "%{http_code}", "-o", "/dev/null", url])
-        #expect(since.text == "304")
+        #expect(notModified.status == 0 && notModified.text == "304 0", "\(notModified)")
+        let since = try await runH3(trust + ["-sS", "-H", "If-Modified-Since: \(modified)", "-w", "%{http_code} %{size_download}", url])
+        #expect(since.status == 0 && since.text == "304 0", "\(since)")
         let changed = try await runH3(trust + ["-sS", "-H", "If-None-Match: \"other\"", "-w", "%{http_code}", "-o", "/dev/null", url])
-        #expect(changed.text == "200")
+        #expect(changed.status == 0 && changed.text == "200", "\(changed)")
     }
 
     @Test("no request reads outside the served directory")
@@ -180,6 +196,7 @@ struct H3EndToEndTests {
         let silentPort = Int(UInt16(bigEndian: address.sin_port))
         try await expectExit(trust + ["-m", "1", "https://127.0.0.1:\(silentPort)/"], 28, "timed out")
         try await expectExit(trust + ["--connect-timeout", "1", "https://127.0.0.1:\(silentPort)/"], 28, "timed out")
+        try await expectExit(trust + ["-m", "inf", server.url], 2, "max-time")
 
         // A QUIC server that does not speak h3: the TLS handshake fails (no_application_protocol).
         let listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: serverConfiguration(alpn: ["hq-interop"]))
@@ -214,6 +231,53 @@ struct H3EndToEndTests {
         #expect(labels.isSuperset(of: ["CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
                                        "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"]), "\(labels)")
         #expect(secrets.allSatisfy { $0.split(separator: " ").count == 3 && $0.split(separator: " ")[1].count == 64 })
+    }
+
+    @Test("a progress meter on a terminal (size, percent, speed, ETA); none with -s or into a pipe")
+    func progressMeter() async throws {
+        guard let script = findExecutable("script") else {
+            Issue.record("util-linux's script(1) is needed to give h3 a terminal")
+            return
+        }
+        let server = try await ServeProcess.files()
+        let scratch = try scratchDirectory()
+        func onTerminal(_ arguments: [String]) async throws -> ToolRun {
+            let command = ([h3Binary] + trust + arguments).map { "'\($0)'" }.joined(separator: " ")
+            let process = try PeerProcess(script, ["-q", "-e", "-c", command, "/dev/null"], directory: scratch,
+                                          separateStandardOutput: true)
+            let status = await process.waitForExit(seconds: 60)
+            return ToolRun(status: status, stdout: process.standardOutput, stderr: process.output)
+        }
+        let shown = try await onTerminal(["-o", scratch.appendingPathComponent("a").path, "\(server.url)/random.bin"])
+        #expect(shown.status == 0, "\(shown)")
+        #expect(shown.text.contains("100.0%  4.0 MB of 4.0 MB") && shown.text.contains("ETA 0:00:00"), "\(shown.text)")
+        let silent = try await onTerminal(["-s", "-o", scratch.appendingPathComponent("b").path, "\(server.url)/random.bin"])
+        #expect(silent.status == 0 && !silent.text.contains("%"), "\(silent.text)")
+        let piped = try await runH3(trust + ["-o", scratch.appendingPathComponent("c").path, "\(server.url)/random.bin"])
+        #expect(piped.status == 0 && !piped.stderr.contains("%"), "stderr is not a terminal: \(piped.stderr)")
+    }
+
+    @Test("-m ending a transfer mid-body exits 28 and keeps what was saved")
+    func maxTimeMidBody() async throws {
+        let big = try scratchDirectory()
+        // Sparse: 8 GiB that cost nothing on disk, far more than a debug build moves in a second.
+        let handle = try #require(FileHandle(forWritingAtPath: { () -> String in
+            let path = big.appendingPathComponent("huge.bin").path
+            FileManager.default.createFile(atPath: path, contents: nil)
+            return path
+        }()))
+        try handle.truncate(atOffset: 8 << 30)
+        try handle.close()
+        let pki = TestPKI.shared
+        let server = try await ServeProcess.start([big.path, "--cert", pki.certFile, "--key", pki.keyFile])
+        let out = big.appendingPathComponent("partial").path
+        let run = try await runH3(trust + ["-sS", "-m", "1.5", "-o", out, "\(server.url)/huge.bin"])
+        #expect(run.status == 28, "\(run)")
+        let reported = run.stderr.range(of: #"with [0-9]+ bytes"#, options: .regularExpression)
+            .flatMap { Int(run.stderr[$0].dropFirst(5).dropLast(6)) }
+        let saved = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? -1
+        let received = try #require(reported, "\(run.stderr)")
+        #expect(received > 0 && saved >= received, "saved \(saved) of \(received) received bytes")
     }
 
     @Test("-Z runs transfers concurrently on one connection and prints bodies in URL order")
@@ -273,6 +337,10 @@ struct H3EndToEndTests {
         #expect(sameBytes(FileManager.default.contents(atPath: out), data))
         #expect(serverStatus == 0, "server: \(server.log)")
         #expect(server.log.contains("SIGTERM: shutting down gracefully") && server.log.contains("h3 serve: stopped"))
+        // The access-log line is written when a response ends: after the signal means in flight.
+        let signalAt = server.log.range(of: "SIGTERM: shutting down")?.lowerBound
+        let loggedAt = server.log.range(of: "\"GET /big.bin HTTP/3\" 200")?.lowerBound
+        #expect(signalAt != nil && loggedAt != nil && signalAt! < loggedAt!, "the download was in flight: \(server.log)")
     }
 }
 
