@@ -53,6 +53,7 @@ let package = Package(
                 "CNgtcp2", "CNgtcp2CryptoGnuTLS", "CGnuTLS", "QUICSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

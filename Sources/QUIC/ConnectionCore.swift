@@ -46,6 +46,10 @@ package final class ConnectionCore: @unchecked Sendable {
     let logger: Logger
     private(set) var conn: OpaquePointer?
     let tls: TLSSession
+    /// Where a client files its session tickets (`server name:port`), if it keeps them.
+    private(set) var sessionCacheKey: String?
+    /// The ticket a client offered, if it tried to resume.
+    private(set) var offeredTicket: QUICSessionTicket?
     /// Whether the handshake is confirmed (RFC 9001, section 4.1.2): key updates are possible.
     var handshakeConfirmed = false
     /// The qlog file, when qlog is on (-1 otherwise).
@@ -89,7 +93,7 @@ package final class ConnectionCore: @unchecked Sendable {
     /// A client connection to the server at `path.remoteAddress`.
     init(clientWith configuration: QUICConfiguration, credentials: TLSCredentials, serverName: String?,
          path: PathStorage, eventLoop: any EventLoop, host: any ConnectionHost, logger: Logger,
-         initialToken: [UInt8]? = nil) throws(QUICError) {
+         initialToken: [UInt8]? = nil, sessionCacheKey: String? = nil) throws(QUICError) {
         self.eventLoop = eventLoop
         self.isServer = false
         self.configuration = configuration
@@ -101,7 +105,11 @@ package final class ConnectionCore: @unchecked Sendable {
         self.closedPromise = eventLoop.makePromise()
         self.handshakePromise = eventLoop.makePromise()
         do {
-            self.tls = try TLSSession(credentials: credentials, isServer: false, serverName: serverName, connRef: connRef)
+            self.sessionCacheKey = sessionCacheKey
+            let ticket = sessionCacheKey.flatMap { configuration.sessionCache?.ticket(for: $0) }
+            self.offeredTicket = ticket
+            self.tls = try TLSSession(credentials: credentials, isServer: false, serverName: serverName, connRef: connRef,
+                                      resumption: ticket?.tlsSession)
         } catch {
             connRef.deallocate(); writePath.deallocate()
             throw error
@@ -129,6 +137,15 @@ package final class ConnectionCore: @unchecked Sendable {
         }
         guard rv == 0, let conn else { throw .internalError("ngtcp2_conn_client_new: \(ngtcp2Message(rv))") }
         self.conn = conn
+        // Resuming: the server's remembered limits let streams open and send in 0-RTT.
+        if let parameters = offeredTicket?.transportParameters, !parameters.isEmpty {
+            var remembered = ngtcp2_transport_params()
+            let decoded = parameters.withUnsafeBufferPointer { bytes in
+                swift_ngtcp2_decode_transport_params(&remembered, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS,
+                                                     bytes.baseAddress, bytes.count)
+            }
+            if decoded == 0 { swift_ngtcp2_conn_set_early_remote_transport_params(conn, &remembered) }
+        }
         ngtcp2_conn_set_tls_native_handle(conn, UnsafeMutableRawPointer(tls.handle))
         activeConnectionIDs.insert(scid)
         applyKeepAlive()
@@ -942,6 +959,21 @@ extension ConnectionCore {
         pathStorage.setLocal(localAddress)
         let rv = ngtcp2_conn_initiate_immediate_migration(conn, pathStorage.path, Self.now())
         guard rv == 0 else { throw .invalidArgument("migration refused: \(ngtcp2Message(rv))") }
+    }
+
+    /// A NewSessionTicket arrived (client): saves it with the server's transport parameters.
+    func sessionTicketReceived() {
+        guard let cache = configuration.sessionCache, let key = sessionCacheKey, let conn,
+              let session = tls.resumptionData, let remote = ngtcp2_conn_get_remote_transport_params(conn) else { return }
+        var encoded = [UInt8](repeating: 0, count: 512)
+        let length = encoded.withUnsafeMutableBufferPointer { buffer in
+            swift_ngtcp2_encode_transport_params(buffer.baseAddress, buffer.count,
+                                                 NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, remote)
+        }
+        guard length > 0 else { return }
+        cache.store(QUICSessionTicket(tlsSession: session, transportParameters: Array(encoded.prefix(Int(length))),
+                                      received: Int(time(nil))), for: key)
+        logger.debug("session ticket saved", metadata: ["server": "\(key)"])
     }
 
     /// Starts a key update (RFC 9001, section 6): the next packets use the next key phase.

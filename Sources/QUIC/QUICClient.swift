@@ -57,7 +57,7 @@ public enum QUICClient {
                 let path = PathStorage(local: socket.localAddress ?? remote, remote: remote)
                 let core = try ConnectionCore(clientWith: configuration, credentials: credentials, serverName: serverName,
                                               path: path, eventLoop: eventLoop, host: host, logger: logger,
-                                              initialToken: initialToken)
+                                              initialToken: initialToken, sessionCacheKey: "\(serverName):\(port)")
                 core.application = try makeApplication(core)
                 host.connection = core
                 socket.setDelegate(host)

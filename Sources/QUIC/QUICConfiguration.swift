@@ -36,6 +36,9 @@ public struct QUICConfiguration: Sendable, Hashable {
     /// (TLS secrets go to the file named by the `SSLKEYLOGFILE` environment variable:
     /// GnuTLS does that by itself.)
     public var qlogDirectory: String?
+    /// Client: where session tickets are kept and looked up, for TLS session resumption
+    /// (`nil`: every connection makes a full handshake).
+    public var sessionCache: QUICSessionCache?
 
     /// Creates settings with defaults suited to most uses.
     public init(tls: QUICTLSConfiguration,
@@ -67,6 +70,7 @@ public struct QUICConfiguration: Sendable, Hashable {
         self.maxUDPPayloadSize = maxUDPPayloadSize
         self.allowActiveMigration = allowActiveMigration
         self.qlogDirectory = nil
+        self.sessionCache = nil
     }
 
     func validate() throws(QUICError) {

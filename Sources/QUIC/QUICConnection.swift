@@ -100,6 +100,15 @@ public final class QUICConnection: Sendable {
         try await core.eventLoop.submit { () throws -> Void in try core.initiateKeyUpdate() }.get()
     }
 
+    /// Whether the TLS session was resumed from a session ticket (an abbreviated handshake:
+    /// the server sent no certificate).
+    public var isSessionResumed: Bool {
+        get async throws {
+            let core = self.core
+            return try await core.eventLoop.submit { core.tlsSessionResumed }.get()
+        }
+    }
+
     /// The local address of the connection's current path.
     public var localAddress: SocketAddress {
         get async throws {

@@ -7,6 +7,8 @@ import Foundation
 final class TLSCredentials: @unchecked Sendable {
     let handle: gnutls_certificate_credentials_t
     let configuration: QUICTLSConfiguration
+    /// Server only: the session-ticket key and the 0-RTT anti-replay state.
+    let tickets: ServerTickets?
 
     init(configuration: QUICTLSConfiguration, isServer: Bool) throws(QUICError) {
         try configuration.validate(isServer: isServer)
@@ -16,6 +18,7 @@ final class TLSCredentials: @unchecked Sendable {
         }
         self.handle = cred
         self.configuration = configuration
+        self.tickets = isServer ? try ServerTickets() : nil
 
         if let chain = configuration.certificateChain, let key = configuration.privateKey {
             let chainPEM = try Self.load(chain, what: "certificate chain")
@@ -76,6 +79,77 @@ extension Array where Element == UInt8 {
             var datum = gnutls_datum_t(data: buffer.baseAddress, size: UInt32(buffer.count))
             return body(&datum)
         }
+    }
+}
+
+/// A server's session tickets: a master key (GnuTLS derives rotating ticket keys from it, so
+/// keys change over time without coordination) and anti-replay protection for 0-RTT: a
+/// client hello seen within the window is refused early data (RFC 8446, section 8).
+final class ServerTickets: @unchecked Sendable {
+    private(set) var key = gnutls_datum_t()
+    let antiReplay: gnutls_anti_replay_t
+    private let seen = SeenClientHellos()
+
+    init() throws(QUICError) {
+        guard gnutls_session_ticket_key_generate(&key) == GNUTLS_E_SUCCESS else {
+            throw .internalError("cannot generate a session ticket key")
+        }
+        var antiReplay: gnutls_anti_replay_t?
+        guard gnutls_anti_replay_init(&antiReplay) == GNUTLS_E_SUCCESS, let antiReplay else {
+            Self.free(&key)
+            throw .internalError("cannot set up 0-RTT anti-replay")
+        }
+        self.antiReplay = antiReplay
+        gnutls_anti_replay_set_ptr(antiReplay, Unmanaged.passUnretained(seen).toOpaque())
+        gnutls_anti_replay_set_add_function(antiReplay) { pointer, expiry, key, _ in
+            guard let pointer, let key, let data = key.pointee.data else { return GNUTLS_E_DB_ERROR }
+            let bytes = Array(UnsafeBufferPointer(start: data, count: Int(key.pointee.size)))
+            let seen = Unmanaged<SeenClientHellos>.fromOpaque(pointer).takeUnretainedValue()
+            return seen.insert(bytes, expiry: Int(expiry)) ? 0 : GNUTLS_E_DB_ENTRY_EXISTS
+        }
+    }
+
+    /// Turns on tickets and (anti-replayed) early data for a server session.
+    func enable(on session: gnutls_session_t) -> Int32 {
+        var rv = gnutls_session_ticket_enable_server(session, &key)
+        if rv != GNUTLS_E_SUCCESS { return rv }
+        gnutls_anti_replay_enable(session, antiReplay)
+        // QUIC requires max_early_data_size 0xffffffff in tickets (RFC 9001, section 4.6.1).
+        rv = gnutls_record_set_max_early_data_size(session, 0xffff_ffff)
+        return rv
+    }
+
+    deinit {
+        gnutls_anti_replay_deinit(antiReplay)
+        Self.free(&key)
+    }
+
+    private static func free(_ key: inout gnutls_datum_t) {
+        if let data = key.data {
+            memset(data, 0, Int(key.size))
+            swift_gnutls_free(data)
+        }
+        key = gnutls_datum_t()
+    }
+}
+
+/// Client hellos that carried early data, until their tickets' windows expire. Bounded.
+final class SeenClientHellos: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [[UInt8]: Int] = [:]
+    private let limit = 100_000
+
+    /// Records a client hello; `false` if it was seen already (a replay).
+    func insert(_ key: [UInt8], expiry: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        let now = Int(time(nil))
+        if entries.count >= limit { entries = entries.filter { $0.value > now } }
+        if let existing = entries[key], existing > now { return false }
+        // Full and nothing expired: refusing early data is the safe answer.
+        guard entries.count < limit else { return false }
+        entries[key] = expiry
+        return true
     }
 }
 

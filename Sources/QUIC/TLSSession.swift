@@ -17,7 +17,7 @@ final class TLSSession {
     /// Creates a session. `connRef` is the stable pointer ngtcp2's helper uses to find
     /// the `ngtcp2_conn` (stored with `gnutls_session_set_ptr`).
     init(credentials: TLSCredentials, isServer: Bool, serverName: String?,
-         connRef: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>) throws(QUICError) {
+         connRef: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>, resumption: [UInt8]? = nil) throws(QUICError) {
         let config = credentials.configuration
         var session: gnutls_session_t?
         let flags = isServer ? swift_gnutls_server_flags() : swift_gnutls_client_flags()
@@ -43,6 +43,25 @@ final class TLSSession {
             gnutls_alpn_set_protocols(session, datums.baseAddress, UInt32(datums.count), UInt32(GNUTLS_ALPN_MANDATORY.rawValue))
         }
         guard rv == GNUTLS_E_SUCCESS else { throw .internalError("ALPN rejected: \(gnutlsMessage(rv))") }
+
+        if isServer, let tickets = credentials.tickets {
+            rv = tickets.enable(on: session)
+            guard rv == GNUTLS_E_SUCCESS else { throw .internalError("session tickets: \(gnutlsMessage(rv))") }
+        } else if !isServer {
+            // Learn about each NewSessionTicket so the connection can save it for resumption.
+            gnutls_handshake_set_hook_function(session, UInt32(GNUTLS_HANDSHAKE_NEW_SESSION_TICKET.rawValue),
+                                               Int32(GNUTLS_HOOK_POST)) { session, _, _, _, _ in
+                guard let session, let pointer = gnutls_session_get_ptr(session) else { return 0 }
+                let ref = pointer.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self)
+                guard let userData = ref.pointee.user_data else { return 0 }
+                Unmanaged<ConnectionCore>.fromOpaque(userData)._withUnsafeGuaranteedRef { $0.sessionTicketReceived() }
+                return 0
+            }
+            // A damaged or foreign ticket is not fatal: the handshake is then a full one.
+            if let resumption, !resumption.isEmpty {
+                _ = resumption.withDatum { datum in gnutls_session_set_data(session, datum.data, Int(datum.size)) }
+            }
+        }
 
         if isServer {
             switch config.clientAuthentication {
@@ -83,6 +102,19 @@ final class TLSSession {
             return nil
         }
         return String(decoding: UnsafeBufferPointer(start: data, count: Int(datum.size)), as: UTF8.self)
+    }
+
+    /// The session data to resume this session later (after a ticket arrived), or `nil`.
+    var resumptionData: [UInt8]? {
+        var datum = gnutls_datum_t()
+        guard gnutls_session_get_data2(handle, &datum) == GNUTLS_E_SUCCESS, let data = datum.data else { return nil }
+        defer { swift_gnutls_free(data) }
+        return Array(UnsafeBufferPointer(start: data, count: Int(datum.size)))
+    }
+
+    /// Whether the server accepted the early data this client sent (TLS 1.3 early_data).
+    var earlyDataAccepted: Bool {
+        gnutls_session_get_flags(handle) & UInt32(GNUTLS_SFLAGS_EARLY_DATA.rawValue) != 0
     }
 
     /// Whether this session was resumed from a ticket.

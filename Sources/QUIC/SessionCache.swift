@@ -1,0 +1,112 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// What a client keeps from a connection to resume the next one: the TLS session ticket and
+/// the server's transport parameters (needed to send 0-RTT data), and the server's
+/// address-validation token (NEW_TOKEN), when it sent one.
+public struct QUICSessionTicket: Sendable, Hashable {
+    /// GnuTLS session data (the ticket and resumption secret). Secret: store it like a key.
+    public var tlsSession: [UInt8]
+    /// The server's transport parameters, encoded as in its EncryptedExtensions.
+    public var transportParameters: [UInt8]
+    /// When the ticket was received (seconds since 1970).
+    public var received: Int
+
+    /// Creates a ticket record.
+    public init(tlsSession: [UInt8], transportParameters: [UInt8], received: Int) {
+        self.tlsSession = tlsSession
+        self.transportParameters = transportParameters
+        self.received = received
+    }
+}
+
+/// A client-side store of session tickets, keyed by server (name and port): pass one in
+/// ``QUICConfiguration/sessionCache`` and later connections to the same server resume their
+/// TLS session (an abbreviated handshake with no certificate).
+///
+/// Bounded: at most ``capacity`` servers, least recently stored dropped first; tickets older
+/// than ``lifetime`` are not used (TLS 1.3 caps ticket lifetime at 7 days). The cache can be
+/// saved to and loaded from a file (``save(to:)``, ``init(contentsOf:capacity:lifetime:)``),
+/// which is how `h3 --session-file` keeps tickets between runs.
+public final class QUICSessionCache: Sendable, Hashable {
+    /// How many servers' tickets are kept.
+    public let capacity: Int
+    /// How long a ticket is used after it arrived.
+    public let lifetime: Duration
+    private let entries = NIOLockedValueBox<[(key: String, ticket: QUICSessionTicket)]>([])
+
+    /// Creates an empty cache.
+    public init(capacity: Int = 256, lifetime: Duration = .seconds(86_400)) {
+        self.capacity = max(1, capacity)
+        self.lifetime = lifetime
+    }
+
+    /// Loads a cache saved with ``save(to:)``. A missing file gives an empty cache; a damaged
+    /// one throws ``QUICError/fileError(_:)``.
+    public convenience init(contentsOf path: String, capacity: Int = 256, lifetime: Duration = .seconds(86_400)) throws(QUICError) {
+        self.init(capacity: capacity, lifetime: lifetime)
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw .fileError("cannot read the session file \(path)")
+        }
+        var loaded: [(String, QUICSessionTicket)] = []
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            let fields = line.split(separator: " ")
+            guard fields.count == 4, let received = Int(fields[1]),
+                  let session = Data(base64Encoded: String(fields[2])), let parameters = Data(base64Encoded: String(fields[3])),
+                  let key = String(fields[0]).removingPercentEncoding else {
+                throw .fileError("the session file \(path) is damaged")
+            }
+            loaded.append((key, QUICSessionTicket(tlsSession: Array(session), transportParameters: Array(parameters),
+                                                  received: received)))
+        }
+        entries.withLockedValue { $0 = Array(loaded.suffix(self.capacity)).map { (key: $0.0, ticket: $0.1) } }
+    }
+
+    /// Writes the cache to a file readable only by its owner.
+    public func save(to path: String) throws(QUICError) {
+        var text = "# swift-h3 QUIC session tickets: server, received, TLS session, transport parameters\n"
+        for (key, ticket) in entries.withLockedValue({ $0 }) {
+            let name = key.addingPercentEncoding(withAllowedCharacters: .urlHostAllowed) ?? key
+            text += "\(name) \(ticket.received) \(Data(ticket.tlsSession).base64EncodedString()) "
+                + "\(Data(ticket.transportParameters).base64EncodedString())\n"
+        }
+        let temporary = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8),
+                                             attributes: [.posixPermissions: 0o600]),
+              rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw .fileError("cannot write the session file \(path)")
+        }
+    }
+
+    /// Stores the newest ticket for a server.
+    public func store(_ ticket: QUICSessionTicket, for server: String) {
+        entries.withLockedValue { entries in
+            entries.removeAll { $0.key == server }
+            entries.append((server, ticket))
+            if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
+        }
+    }
+
+    /// The ticket for a server, if there is a fresh one.
+    public func ticket(for server: String) -> QUICSessionTicket? {
+        let now = Int(Date().timeIntervalSince1970)
+        let maximumAge = Int(lifetime.components.seconds)
+        return entries.withLockedValue { entries in
+            guard let entry = entries.last(where: { $0.key == server }) else { return nil }
+            return now - entry.ticket.received <= maximumAge ? entry.ticket : nil
+        }
+    }
+
+    /// Forgets a server's ticket (for example after the server rejected it).
+    public func remove(for server: String) {
+        entries.withLockedValue { $0.removeAll { $0.key == server } }
+    }
+
+    /// How many servers have a ticket.
+    public var count: Int { entries.withLockedValue { $0.count } }
+
+    public static func == (lhs: QUICSessionCache, rhs: QUICSessionCache) -> Bool { lhs === rhs }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+}
