@@ -27,15 +27,23 @@ struct InteropClient {
         quic.idleTimeout = .seconds(60)
 
         switch settings.mode {
+        case .hq where settings.resumption:
+            // First URL on one connection; once its ticket arrived, the rest on a resumed one.
+            let cache = QUICSessionCache()
+            quic.sessionCache = cache
+            let first = try await QUICClient.connect(host: host, port: port, configuration: quic)
+            try await fetchHQ(settings.requests[0], on: first)
+            for _ in 0..<500 where cache.count == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            await first.close()
+            guard cache.count > 0 else { throw EndpointError("the server sent no session ticket") }
+            let second = try await QUICClient.connect(host: host, port: port, configuration: quic)
+            if try await !second.isSessionResumed { log("the second connection was not resumed") }
+            try await fetchAllHQ(Array(settings.requests.dropFirst()), on: second)
+            await second.close()
         case .hq:
             let connection = try await QUICClient.connect(host: host, port: port, configuration: quic)
             if settings.keyUpdate { try await updateKeys(connection) }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for url in settings.requests {
-                    group.addTask { try await fetchHQ(url, on: connection) }
-                }
-                try await group.waitForAll()
-            }
+            try await fetchAllHQ(settings.requests, on: connection)
             await connection.close()
         case .h3:
             var configuration = HTTP3Transport.Configuration(tls: tls)
@@ -54,6 +62,15 @@ struct InteropClient {
                 throw error
             }
             await transport.shutdown()
+        }
+    }
+
+    private func fetchAllHQ(_ urls: [URL], on connection: QUICConnection) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for url in urls {
+                group.addTask { try await fetchHQ(url, on: connection) }
+            }
+            try await group.waitForAll()
         }
     }
 

@@ -40,6 +40,8 @@ struct EndpointSettings: Sendable {
     let chacha20Only: Bool
     /// Client: start a key update once the handshake is confirmed.
     let keyUpdate: Bool
+    /// Client: fetch the first URL, close, then the rest on a resumed second connection.
+    let resumption: Bool
 
     /// Test cases that need nothing beyond a correct transfer (the network does the rest).
     static let transferCases: Set<String> = [
@@ -48,7 +50,7 @@ struct EndpointSettings: Sendable {
         "amplificationlimit", "ipv6", "rebind-port", "rebind-addr",
     ]
     /// Cases run with a special setting.
-    static let specialCases: Set<String> = ["retry", "chacha20", "keyupdate", "http3"]
+    static let specialCases: Set<String> = ["retry", "chacha20", "keyupdate", "http3", "resumption"]
 
     init(_ environment: [String: String]) throws {
         guard let roleText = environment["ROLE"], let role = Role(rawValue: roleText) else {
@@ -56,8 +58,8 @@ struct EndpointSettings: Sendable {
         }
         self.role = role
         testCase = environment["TESTCASE"] ?? ""
-        // resumption, zerortt, connectionmigration and v2 need features this build lacks
-        // (session tickets, preferred address, QUIC v2): the runner expects 127 for them.
+        // zerortt, connectionmigration and v2 need features this build lacks (0-RTT,
+        // the preferred address, QUIC v2): the runner expects 127 for them.
         guard EndpointSettings.transferCases.contains(testCase) || EndpointSettings.specialCases.contains(testCase) else {
             throw UnsupportedTestCase(name: testCase)
         }
@@ -65,6 +67,7 @@ struct EndpointSettings: Sendable {
         retry = testCase == "retry"
         chacha20Only = testCase == "chacha20"
         keyUpdate = testCase == "keyupdate"
+        resumption = testCase == "resumption"
         www = environment["WWW"] ?? "/www"
         downloads = environment["DOWNLOADS"] ?? "/downloads"
         certificates = environment["CERTS"] ?? "/certs"

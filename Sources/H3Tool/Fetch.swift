@@ -78,6 +78,9 @@ struct Fetch: AsyncParsableCommand {
     var userAgent: String?
     @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection into this directory.", valueName: "dir"))
     var qlogDirectory: String?
+    @Option(name: .customLong("session-file"),
+            help: ArgumentHelp("Keep TLS session tickets in this file, so later runs resume their sessions.", valueName: "file"))
+    var sessionFile: String?
     @Flag(name: .customLong("http3-only"), help: "Use HTTP/3 only (the default).")
     var http3Only = false
     @Flag(name: .customLong("http3"), help: "Use HTTP/3 (HTTP/2 fallback is not built yet, so the same as --http3-only).")
@@ -133,7 +136,17 @@ struct Fetch: AsyncParsableCommand {
     private func fetchAll() async throws {
         let targets = try urls.map { (text: String) throws(ToolError) -> TargetURL in try TargetURL(parsing: text) }
         let options = try TransferOptions(self)
-        let transport = HTTP3Transport(configuration: try makeTransportConfiguration())
+        var configuration = try makeTransportConfiguration()
+        var sessions: QUICSessionCache?
+        if let sessionFile {
+            do {
+                sessions = try QUICSessionCache(contentsOf: sessionFile)
+            } catch {
+                throw ToolError(ToolError.readError, "\(error)")
+            }
+            configuration.quic.sessionCache = sessions
+        }
+        let transport = HTTP3Transport(configuration: configuration)
         let client = Client(options: options, transport: transport)
 
         var plans: [TransferPlan] = []
@@ -170,6 +183,13 @@ struct Fetch: AsyncParsableCommand {
             reports = collected
         }
         await transport.shutdown()
+        if let sessions, let sessionFile {
+            do {
+                try sessions.save(to: sessionFile)
+            } catch {
+                throw ToolError(ToolError.writeError, "\(error)")
+            }
+        }
         if let failed = reports.first(where: { $0.exitCode != 0 }) {
             throw ToolError(failed.exitCode, "")
         }

@@ -280,6 +280,34 @@ struct H3EndToEndTests {
         #expect(received > 0 && saved >= received, "saved \(saved) of \(received) received bytes")
     }
 
+    @Test("--session-file: the second run resumes the TLS session (our server and gtlsserver)")
+    func sessionFile() async throws {
+        let server = try await ServeProcess.files()
+        var targets = [server.url]
+        var gtls: PeerProcess?
+        if let gtlsserver = peerProgram("gtlsserver") {
+            let port = try freeUDPPort()
+            gtls = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.root.path)", "127.0.0.1", "\(port)",
+                                               TestPKI.shared.keyFile, TestPKI.shared.certFile], directory: TestPKI.shared.directory)
+            targets.append("https://127.0.0.1:\(port)")
+        }
+        defer { gtls?.stop() }
+        for target in targets {
+            let file = try scratchDirectory().appendingPathComponent("sessions").path
+            var first = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
+            for _ in 0..<30 where first.status == 7 {  // gtlsserver may still be starting
+                try await Task.sleep(for: .milliseconds(100))
+                first = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
+            }
+            #expect(first.status == 0 && first.text == "hello h3\n", "\(target): \(first)")
+            #expect(!first.stderr.contains("session resumed"))
+            #expect(FileManager.default.fileExists(atPath: file), "\(target): tickets saved")
+            let second = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
+            #expect(second.status == 0 && second.text == "hello h3\n", "\(target): \(second)")
+            #expect(second.stderr.contains("ALPN: h3, session resumed"), "\(target): \(second.stderr)")
+        }
+    }
+
     @Test("-Z runs transfers concurrently on one connection and prints bodies in URL order")
     func parallel() async throws {
         let server = try await ServeProcess.files()
