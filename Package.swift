@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "h3-demo", targets: ["h3-demo"]),
         .library(name: "NetSim", targets: ["NetSim"]),
         .executable(name: "h3-netsim", targets: ["h3-netsim"]),
+        .executable(name: "h3-bench", targets: ["H3Bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -153,6 +154,15 @@ let package = Package(
         .testTarget(
             name: "NetSimTests",
             dependencies: ["NetSim"],
+            swiftSettings: strictSettings
+        ),
+        // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.
+        .executableTarget(
+            name: "H3Bench",
+            dependencies: ["QUIC", "HTTP3", "HTTPAPI",
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "NIOCore", package: "swift-nio")],
+            path: "Benchmarks/H3Bench",
             swiftSettings: strictSettings
         ),
     ]
