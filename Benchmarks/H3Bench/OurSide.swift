@@ -128,6 +128,9 @@ enum OurServer {
 }
 
 enum OurClient {
+    /// A directory for qlog files (`--qlog-dir`, for diagnosing a run), or nil.
+    nonisolated(unsafe) static var qlogDirectory: String?
+
     static func makeTransport(port: Int, ca: String) -> HTTP3Transport {
         var tls = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: ["h3"])
         tls.trustRoots = .certificates(.file(ca))
@@ -136,12 +139,13 @@ enum OurClient {
             tls: tls, idleConnectionTimeout: .seconds(3600), resolve: ["localhost:\(port)": "127.0.0.1"])
         configuration.quic.maxUDPPayloadSize = Pinned.maxUDPPayloadSize
         configuration.quic.idleTimeout = Pinned.idleTimeout
+        configuration.quic.qlogDirectory = qlogDirectory
         return HTTP3Transport(configuration: configuration)
     }
 
     /// One GET; the body is discarded but counted, and the first byte of each chunk is checked
     /// against the content pattern. Anything but exactly `size` bytes is an error.
-    static func get(_ transport: HTTP3Transport, port: Int, path: String, size: Int) async throws -> (bytes: Int, reused: Bool) {
+    static func get(_ transport: HTTP3Transport, port: Int, path: String, size: Int) async throws -> (bytes: Int, reused: Bool, connected: Double) {
         let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: path)
         let response = try await transport.roundTrip(request)
         guard response.head.status == .ok else {
@@ -156,7 +160,9 @@ enum OurClient {
             count += chunk.readableBytes
         }
         guard count == size else { throw BenchFailure("GET \(path): received \(count) bytes, expected \(size)") }
-        return (count, response.metadata.connectionReused)
+        let connected = response.metadata.timings.connected.components
+        return (count, response.metadata.connectionReused,
+                Double(connected.seconds) + Double(connected.attoseconds) / 1e18)
     }
 
     /// `fetch`: `requests` GETs with `concurrency` in flight on one connection, or (with
@@ -167,14 +173,27 @@ enum OurClient {
         let requests = try arguments.int("requests", default: 1)
         let concurrency = max(1, min(requests, try arguments.int("concurrency", default: 1)))
         let newConnections = try arguments.int("new-connections", default: 0) != 0
+        qlogDirectory = arguments.optional("qlog-dir")
         let started = now()
         var total = 0
+        var phases = ""
         if newConnections {
+            // Where the time of a new connection goes: handshake, the GET after it, the shutdown.
+            var connect: [Double] = [], request: [Double] = [], shutdown: [Double] = []
             for _ in 0..<requests {
                 let transport = makeTransport(port: port, ca: ca)
-                total += try await get(transport, port: port, path: path, size: size).bytes
+                let t0 = now()
+                let result = try await get(transport, port: port, path: path, size: size)
+                let t1 = now()
+                total += result.bytes
                 await transport.shutdown()
+                let t2 = now()
+                connect.append(result.connected)
+                request.append(t1 - t0 - result.connected)
+                shutdown.append(t2 - t1)
             }
+            func ms(_ values: [Double]) -> String { String(format: "%.2f", values.sorted()[values.count / 2] * 1000) }
+            phases = " connect_ms=\(ms(connect)) request_ms=\(ms(request)) shutdown_ms=\(ms(shutdown))"
         } else {
             let transport = makeTransport(port: port, ca: ca)
             total = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -194,7 +213,7 @@ enum OurClient {
         guard total == requests * size else {
             throw BenchFailure("moved \(total) bytes, expected \(requests * size)")
         }
-        writeLine("RESULT bytes=\(total) requests=\(requests) seconds=\(seconds)")
+        writeLine("RESULT bytes=\(total) requests=\(requests) seconds=\(seconds)\(phases)")
     }
 
     /// `idle`: opens `connections` connections (one transport each, one small GET each), reports
