@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "NetSim", targets: ["NetSim"]),
         .executable(name: "h3-netsim", targets: ["h3-netsim"]),
         .executable(name: "interop-endpoint", targets: ["InteropEndpoint"]),
+        .executable(name: "h3-bench", targets: ["H3Bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -166,6 +167,15 @@ let package = Package(
         .testTarget(
             name: "NetSimTests",
             dependencies: ["NetSim"],
+            swiftSettings: strictSettings
+        ),
+        // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.
+        .executableTarget(
+            name: "H3Bench",
+            dependencies: ["QUIC", "HTTP3", "HTTPAPI",
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "NIOCore", package: "swift-nio")],
+            path: "Benchmarks/H3Bench",
             swiftSettings: strictSettings
         ),
     ]
