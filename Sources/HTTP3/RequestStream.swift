@@ -18,6 +18,8 @@ final class RequestStream: @unchecked Sendable {
     var head: [(name: String, value: String)]?
     var trailers: HTTPFields?
     var body = CircularBuffer<ByteBuffer>()
+    /// A hand-over of buffered body bytes to the waiting reader is queued on the loop.
+    var deliveryScheduled = false
     var bufferedBytes = 0
     var receivedEnd = false
     var readError: HTTPError?
