@@ -8,6 +8,8 @@ final class StreamState: @unchecked Sendable {
 
     // Receiving side.
     var inbound = CircularBuffer<ByteBuffer>()
+    /// A hand-over of buffered bytes to the waiting reader is queued on the loop.
+    var deliveryScheduled = false
     /// Bytes received and not yet taken by the reader (flow-control credit not yet returned).
     var bufferedBytes = 0
     var receivedFIN = false
@@ -110,8 +112,7 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         if stream.readCancelled {
             stream.readCancelled = false
             continuation.resume(throwing: CancellationError())
-        } else if let chunk = stream.inbound.popFirst() {
-            consumed(stream, chunk.readableBytes)
+        } else if let chunk = takeBuffered(stream) {
             continuation.resume(returning: chunk)
         } else if let error = stream.readError {
             continuation.resume(throwing: error)
@@ -233,6 +234,29 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         }
     }
 
+    /// Everything buffered for a stream as one buffer (up to 1 MiB), its credit returned: one
+    /// hand-over to the reader per batch instead of one thread wake-up per packet.
+    private func takeBuffered(_ stream: StreamState) -> ByteBuffer? {
+        guard var chunk = stream.inbound.popFirst() else { return nil }
+        while chunk.readableBytes < 1 << 20, var next = stream.inbound.popFirst() {
+            chunk.writeBuffer(&next)
+        }
+        consumed(stream, chunk.readableBytes)
+        return chunk
+    }
+
+    /// Hands a waiting reader what arrived, once the current batch of packets was processed.
+    private func scheduleDelivery(_ stream: StreamState) {
+        guard !stream.deliveryScheduled else { return }
+        stream.deliveryScheduled = true
+        core.eventLoop.execute {
+            stream.deliveryScheduled = false
+            guard let reader = stream.reader, let chunk = self.takeBuffered(stream) else { return }
+            stream.reader = nil
+            reader.resume(returning: chunk)
+        }
+    }
+
     func received(streamID: Int64, data: UnsafeRawBufferPointer, fin: Bool) throws(QUICError) {
         let stream = state(for: streamID)
         if stream.readError != nil {
@@ -244,13 +268,8 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
             var buffer = ByteBufferAllocator().buffer(capacity: data.count)
             buffer.writeBytes(data)
             stream.bufferedBytes += data.count
-            if let reader = stream.reader {
-                stream.reader = nil
-                consumed(stream, data.count)
-                reader.resume(returning: buffer)
-            } else {
-                stream.inbound.append(buffer)
-            }
+            stream.inbound.append(buffer)
+            if stream.reader != nil { scheduleDelivery(stream) }
         }
         if fin {
             stream.receivedFIN = true
