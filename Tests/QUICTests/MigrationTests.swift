@@ -21,6 +21,7 @@ struct MigrationTests {
           arguments: Move.allCases)
     func activeMigration(_ move: Move) async throws {
         let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
         let server = try await DownloadServer(configuration: serverConfiguration { $0.quic.qlogDirectory = qlogs.path })
         let seed: UInt64 = move == .newPort ? 21 : 22
         let total = Self.total
@@ -71,6 +72,7 @@ struct MigrationTests {
     @Test("NAT rebinding: a 20 MB download through a relay that changes its port, then its address; the server follows")
     func natRebinding() async throws {
         let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
         let server = try await DownloadServer(configuration: serverConfiguration { $0.quic.qlogDirectory = qlogs.path })
         let relay = try NetworkSimulator.start(.init(listen: try NetworkAddress(host: "127.0.0.1", port: 0),
                                                      server: try NetworkAddress(host: "127.0.0.1", port: UInt16(server.port))))
