@@ -1,3 +1,4 @@
+import CNgtcp2
 import Foundation
 import NIOCore
 @testable import QUIC
@@ -78,6 +79,17 @@ extension QUICConnection {
     func currentRemoteAddress() async throws -> SocketAddress {
         let core = self.core
         return try await core.eventLoop.submit { core.remoteAddress }.get()
+    }
+
+    /// The peer address of ngtcp2's current path: where the connection sends its packets now.
+    /// (Not the source of the last datagram, which the connection notes before ngtcp2 decides
+    /// whether to move to that path.)
+    func sendingPathRemoteAddress() async throws -> SocketAddress? {
+        let core = self.core
+        return try await core.eventLoop.submit { () -> SocketAddress? in
+            guard let conn = core.conn, let path = ngtcp2_conn_get_path(conn) else { return nil }
+            return PathStorage.socketAddress(path.pointee.remote.addr, length: Int(path.pointee.remote.addrlen))
+        }.get()
     }
 
     /// GnuTLS's description of the negotiated TLS parameters, such as
