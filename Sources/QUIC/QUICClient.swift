@@ -127,6 +127,11 @@ extension ClientHost {
     /// and closes the old one. Packets in flight to the old address are recovered by QUIC.
     func migrate(localHost: String?, localPort: Int) async throws {
         guard let connection else { throw QUICError.connectionClosed }
+        // Refuse with a clear reason (the peer's disable_active_migration, handshake not yet
+        // confirmed) before opening a socket; ngtcp2 would only say "invalid state".
+        if let refusal = try await socket.eventLoop.submit({ connection.activeMigrationRefusal() }).get() {
+            throw refusal
+        }
         let remote = connection.remoteAddress
         let newSocket = try await UDPSocket.connect(to: remote, localHost: localHost, localPort: localPort,
                                                     on: socket.eventLoop)
