@@ -36,10 +36,19 @@ struct InteropClient {
             for _ in 0..<500 where cache.count == 0 { try await Task.sleep(for: .milliseconds(10)) }
             await first.close()
             guard cache.count > 0 else { throw EndpointError("the server sent no session ticket") }
+            // zerortt: connect returns once 0-RTT keys exist, and the requests go out early.
+            quic.enableEarlyData = settings.zeroRTT
             let second = try await QUICClient.connect(host: host, port: port, configuration: quic)
-            if try await !second.isSessionResumed { log("the second connection was not resumed") }
             try await fetchAllHQ(Array(settings.requests.dropFirst()), on: second)
+            if try await !second.isSessionResumed { log("the second connection was not resumed") }
+            if settings.zeroRTT, try await !second.isEarlyDataAccepted { log("the server refused 0-RTT; requests were resent") }
             await second.close()
+        case .hq where settings.connectionPerRequest:
+            for url in settings.requests {
+                let connection = try await QUICClient.connect(host: host, port: port, configuration: quic)
+                try await fetchHQ(url, on: connection)
+                await connection.close()
+            }
         case .hq:
             let connection = try await QUICClient.connect(host: host, port: port, configuration: quic)
             if settings.keyUpdate { try await updateKeys(connection) }
@@ -68,7 +77,15 @@ struct InteropClient {
     private func fetchAllHQ(_ urls: [URL], on connection: QUICConnection) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for url in urls {
-                group.addTask { try await fetchHQ(url, on: connection) }
+                group.addTask {
+                    do {
+                        try await fetchHQ(url, on: connection)
+                    } catch QUICError.earlyDataRejected {
+                        // Nothing of it was processed: send it again after the handshake.
+                        try await connection.waitForHandshake()
+                        try await fetchHQ(url, on: connection)
+                    }
+                }
             }
             try await group.waitForAll()
         }

@@ -42,6 +42,10 @@ struct EndpointSettings: Sendable {
     let keyUpdate: Bool
     /// Client: fetch the first URL, close, then the rest on a resumed second connection.
     let resumption: Bool
+    /// Client: like resumption, with the second connection's requests sent in 0-RTT.
+    let zeroRTT: Bool
+    /// Client: one connection per URL, one after another (handshakeloss, handshakecorruption).
+    let connectionPerRequest: Bool
 
     /// Test cases that need nothing beyond a correct transfer (the network does the rest).
     static let transferCases: Set<String> = [
@@ -50,7 +54,8 @@ struct EndpointSettings: Sendable {
         "amplificationlimit", "ipv6", "rebind-port", "rebind-addr",
     ]
     /// Cases run with a special setting.
-    static let specialCases: Set<String> = ["retry", "chacha20", "keyupdate", "http3", "resumption"]
+    static let specialCases: Set<String> = ["retry", "chacha20", "keyupdate", "http3", "resumption", "zerortt",
+                                            "multiconnect"]
 
     init(_ environment: [String: String]) throws {
         guard let roleText = environment["ROLE"], let role = Role(rawValue: roleText) else {
@@ -58,8 +63,8 @@ struct EndpointSettings: Sendable {
         }
         self.role = role
         testCase = environment["TESTCASE"] ?? ""
-        // zerortt, connectionmigration and v2 need features this build lacks (0-RTT,
-        // the preferred address, QUIC v2): the runner expects 127 for them.
+        // connectionmigration and v2 need features this build lacks (the server's preferred
+        // address, QUIC v2): the runner expects 127 for them.
         guard EndpointSettings.transferCases.contains(testCase) || EndpointSettings.specialCases.contains(testCase) else {
             throw UnsupportedTestCase(name: testCase)
         }
@@ -67,7 +72,9 @@ struct EndpointSettings: Sendable {
         retry = testCase == "retry"
         chacha20Only = testCase == "chacha20"
         keyUpdate = testCase == "keyupdate"
-        resumption = testCase == "resumption"
+        resumption = testCase == "resumption" || testCase == "zerortt"
+        zeroRTT = testCase == "zerortt"
+        connectionPerRequest = testCase == "multiconnect"
         www = environment["WWW"] ?? "/www"
         downloads = environment["DOWNLOADS"] ?? "/downloads"
         certificates = environment["CERTS"] ?? "/certs"

@@ -11,6 +11,9 @@ static inline void swift_gnutls_free(void *p) { gnutls_free(p); }
 static inline unsigned int swift_gnutls_client_flags(void) {
   return GNUTLS_CLIENT | GNUTLS_ENABLE_EARLY_DATA | GNUTLS_NO_END_OF_EARLY_DATA;
 }
+static inline unsigned int swift_gnutls_client_flags_no_early_data(void) {
+  return GNUTLS_CLIENT | GNUTLS_NO_END_OF_EARLY_DATA;
+}
 static inline unsigned int swift_gnutls_server_flags(void) {
   return GNUTLS_SERVER | GNUTLS_ENABLE_EARLY_DATA | GNUTLS_NO_END_OF_EARLY_DATA;
 }

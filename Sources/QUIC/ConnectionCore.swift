@@ -50,6 +50,10 @@ package final class ConnectionCore: @unchecked Sendable {
     private(set) var sessionCacheKey: String?
     /// The ticket a client offered, if it tried to resume.
     private(set) var offeredTicket: QUICSessionTicket?
+    /// Client: a 0-RTT key is installed, so stream data can go before the handshake completes.
+    private(set) var earlyDataKeyInstalled = false
+    /// Client: the server refused our 0-RTT data.
+    private(set) var earlyDataRejected = false
     /// Whether the handshake is confirmed (RFC 9001, section 4.1.2): key updates are possible.
     var handshakeConfirmed = false
     /// The qlog file, when qlog is on (-1 otherwise).
@@ -109,7 +113,7 @@ package final class ConnectionCore: @unchecked Sendable {
             let ticket = sessionCacheKey.flatMap { configuration.sessionCache?.ticket(for: $0) }
             self.offeredTicket = ticket
             self.tls = try TLSSession(credentials: credentials, isServer: false, serverName: serverName, connRef: connRef,
-                                      resumption: ticket?.tlsSession)
+                                      resumption: ticket?.tlsSession, earlyData: configuration.enableEarlyData)
         } catch {
             connRef.deallocate(); writePath.deallocate()
             throw error
@@ -755,6 +759,13 @@ package final class ConnectionCore: @unchecked Sendable {
 
     fileprivate func handshakeCompleted() -> Int32 {
         state = .established
+        if !isServer, earlyDataKeyInstalled, !tls.earlyDataAccepted, let conn, ngtcp2_conn_get_early_data_rejected(conn) == 0 {
+            // The server refused 0-RTT: ngtcp2 drops the early streams; the application resends.
+            earlyDataRejected = true
+            let rv = ngtcp2_conn_early_data_rejected(conn)
+            if rv != 0 { return rv }
+            application?.earlyDataRejected()
+        }
         // A server's handshake is confirmed when it completes (RFC 9001, section 4.1.2);
         // ngtcp2 reports confirmation through its callback only on the client.
         if isServer { handshakeConfirmed = true }
@@ -877,6 +888,10 @@ extension ConnectionCore {
         }
         cb.handshake_completed = { _, userData in
             core(userData)?.handshakeCompleted() ?? callbackFailure
+        }
+        cb.recv_tx_key = { _, level, userData in
+            if level == NGTCP2_CRYPTO_LEVEL_EARLY { core(userData)?.earlyDataKeyInstalled = true }
+            return 0
         }
         cb.handshake_confirmed = { _, userData in
             core(userData)?.handshakeConfirmed = true

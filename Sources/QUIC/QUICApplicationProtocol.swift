@@ -58,8 +58,12 @@ package protocol QUICApplicationProtocol: AnyObject {
     func connectionClosed(error: QUICError?)
     /// We raised the number of streams the peer may open (cumulative `maxStreams`).
     func peerStreamLimitRaised(bidirectional: Bool, maxStreams: UInt64)
+    /// The server refused the 0-RTT data (client): ngtcp2 has discarded every stream opened
+    /// so far; the application must send again what it wants delivered.
+    func earlyDataRejected()
 }
 
 extension QUICApplicationProtocol {
     package func peerStreamLimitRaised(bidirectional: Bool, maxStreams: UInt64) {}
+    package func earlyDataRejected() {}
 }

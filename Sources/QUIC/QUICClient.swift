@@ -67,7 +67,13 @@ public enum QUICClient {
                 throw error
             }
         }.get()
-        try await eventLoop.flatSubmit { core.start() }.get()
+        let handshake = try await eventLoop.submit { core.start() }.get()
+        // With 0-RTT keys (a resumed session and early data enabled) the connection is usable
+        // now; otherwise wait for the handshake.
+        if configuration.enableEarlyData, try await eventLoop.submit({ core.earlyDataKeyInstalled }).get() {
+            return core
+        }
+        try await handshake.get()
         return core
     }
 }

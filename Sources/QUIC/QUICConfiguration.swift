@@ -39,6 +39,12 @@ public struct QUICConfiguration: Sendable, Hashable {
     /// Client: where session tickets are kept and looked up, for TLS session resumption
     /// (`nil`: every connection makes a full handshake).
     public var sessionCache: QUICSessionCache?
+    /// Client: when resuming (a ticket in ``sessionCache``), send data in 0-RTT, before the
+    /// handshake completes. `QUICClient.connect` then returns as soon as early data can be
+    /// sent. 0-RTT data can be replayed by an attacker: send only idempotent requests in it.
+    /// If the server refuses it, streams opened early fail with
+    /// ``QUICError/earlyDataRejected`` and must be sent again.
+    public var enableEarlyData: Bool
 
     /// Creates settings with defaults suited to most uses.
     public init(tls: QUICTLSConfiguration,
@@ -71,6 +77,7 @@ public struct QUICConfiguration: Sendable, Hashable {
         self.allowActiveMigration = allowActiveMigration
         self.qlogDirectory = nil
         self.sessionCache = nil
+        self.enableEarlyData = false
     }
 
     func validate() throws(QUICError) {

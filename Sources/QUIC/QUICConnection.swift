@@ -100,6 +100,22 @@ public final class QUICConnection: Sendable {
         try await core.eventLoop.submit { () throws -> Void in try core.initiateKeyUpdate() }.get()
     }
 
+    /// Waits until the handshake is complete (at once unless the connection was returned
+    /// early for 0-RTT).
+    public func waitForHandshake() async throws {
+        let core = self.core
+        try await core.eventLoop.flatSubmit { core.handshakeFuture }.get()
+    }
+
+    /// Whether the server accepted this client's 0-RTT data. Waits for the handshake.
+    public var isEarlyDataAccepted: Bool {
+        get async throws {
+            try await waitForHandshake()
+            let core = self.core
+            return try await core.eventLoop.submit { core.earlyDataKeyInstalled && !core.earlyDataRejected }.get()
+        }
+    }
+
     /// Whether the TLS session was resumed from a session ticket (an abbreviated handshake:
     /// the server sent no certificate).
     public var isSessionResumed: Bool {

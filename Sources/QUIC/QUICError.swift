@@ -32,6 +32,9 @@ public enum QUICError: Error, Sendable, Hashable, CustomStringConvertible {
     case streamStopSending(code: UInt64)
     /// The operation is not possible on a stream in this state (for example a write after finish).
     case streamClosed
+    /// The server refused the 0-RTT data: the stream was discarded before the handshake
+    /// finished. Nothing of it was processed; send it again on a new stream.
+    case earlyDataRejected
     /// The connection is closed; the operation cannot be carried out.
     case connectionClosed
     /// A configuration value or argument was not valid.
@@ -61,6 +64,7 @@ public enum QUICError: Error, Sendable, Hashable, CustomStringConvertible {
         case .streamReset(let code): return "stream reset by peer with application error \(code)"
         case .streamStopSending(let code): return "peer stopped reading the stream (STOP_SENDING \(code))"
         case .streamClosed: return "stream is closed for this operation"
+        case .earlyDataRejected: return "the server refused the 0-RTT data; send it again"
         case .connectionClosed: return "connection is closed"
         case .invalidArgument(let why): return "invalid argument: \(why)"
         case .fileError(let why): return why

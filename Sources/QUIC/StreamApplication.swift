@@ -382,6 +382,19 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         }
     }
 
+    func earlyDataRejected() {
+        // ngtcp2 forgot every stream opened so far (all of them were early): fail them so the
+        // application sends again; stream IDs start over.
+        for stream in streams.values {
+            if stream.readError == nil { stream.readError = .earlyDataRejected }
+            if stream.writeError == nil { stream.writeError = .earlyDataRejected }
+            failReader(stream, .earlyDataRejected)
+            failWriters(stream, .earlyDataRejected)
+        }
+        streams.removeAll()
+        sendQueue.removeAll()
+    }
+
     func connectionClosed(error: QUICError?) {
         guard !isClosed else { return }
         isClosed = true

@@ -17,10 +17,14 @@ final class TLSSession {
     /// Creates a session. `connRef` is the stable pointer ngtcp2's helper uses to find
     /// the `ngtcp2_conn` (stored with `gnutls_session_set_ptr`).
     init(credentials: TLSCredentials, isServer: Bool, serverName: String?,
-         connRef: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>, resumption: [UInt8]? = nil) throws(QUICError) {
+         connRef: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>, resumption: [UInt8]? = nil,
+         earlyData: Bool = false) throws(QUICError) {
         let config = credentials.configuration
         var session: gnutls_session_t?
-        let flags = isServer ? swift_gnutls_server_flags() : swift_gnutls_client_flags()
+        // A client offers early data only when the application will use it: data sent in 0-RTT
+        // that the server refuses is lost unless the application sends it again.
+        let flags = isServer ? swift_gnutls_server_flags()
+                             : (earlyData ? swift_gnutls_client_flags() : swift_gnutls_client_flags_no_early_data())
         guard gnutls_init(&session, flags) == GNUTLS_E_SUCCESS, let session else {
             throw .internalError("gnutls_init failed")
         }

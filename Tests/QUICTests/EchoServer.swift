@@ -9,8 +9,8 @@ final class EchoServer: Sendable {
 
     var port: Int { listener.localAddress.port ?? 0 }
 
-    init(configuration: QUICServerConfiguration) async throws {
-        listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: configuration)
+    init(configuration: QUICServerConfiguration, port: Int = 0) async throws {
+        listener = try await QUICListener.bind(host: "127.0.0.1", port: port, configuration: configuration)
         let listener = self.listener
         task = Task {
             await withDiscardingTaskGroup { group in
