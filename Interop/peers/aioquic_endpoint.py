@@ -117,13 +117,11 @@ async def run_server(testcase):
 class ClientProtocol(QuicConnectionProtocol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._h3 = None
+        # before any event: the server's control and QPACK streams may arrive with the handshake
+        self._h3 = H3Connection(self._quic) if self._quic.configuration.alpn_protocols == H3_ALPN else None
         self._waiters = {}
         self._bodies = {}
         self.handshake_done = asyncio.get_event_loop().create_future()
-
-    def use_h3(self):
-        self._h3 = H3Connection(self._quic)
 
     async def get(self, url):
         parsed = urlparse(url)
@@ -186,8 +184,6 @@ async def client_connection(urls, configuration, testcase, downloads, early=Fals
     async with connect(parsed.hostname, parsed.port or 443, configuration=configuration,
                        create_protocol=ClientProtocol, session_ticket_handler=tickets.append,
                        wait_connected=not early) as client:
-        if configuration.alpn_protocols == H3_ALPN:
-            client.use_h3()
         if not early:
             await client.handshake_done
         if testcase == "keyupdate":
