@@ -141,10 +141,14 @@ def check_chacha20(run):
 
 
 def check_client_hellos(minimum):
+    # Wireshark dissects a CRYPTO stream's bytes once, so a retransmitted ClientHello is counted as
+    # a client datagram with an Initial (and no Handshake packet) carrying CRYPTO at offset 0.
     def check(run):
-        hellos = sum(1 for d in run.datagrams if d.to_server and d.initial and CLIENT_HELLO in d.handshake_types)
+        first = run.connections[0][0] if run.connections else None
+        hellos = sum(1 for d in run.datagrams if d.to_server and d.initial and 2 not in d.long_types
+                     and 0 in d.crypto_offsets and first in d.scids)
         if hellos < minimum:
-            return f"expected at least {minimum} ClientHello datagrams (Initial retransmission), saw {hellos}"
+            return f"expected at least {minimum} ClientHello transmissions (Initial retransmission), saw {hellos}"
         return None
     check.__name__ = f"client_hellos>={minimum}"
     return check
@@ -195,6 +199,9 @@ def check_rebinding(run):
             paths.append((d.source, d.source_port))
     if len(paths) < 2:
         return "the relay's address did not change during the connection (no rebinding seen)"
+    moved = next(d.number for d in run.datagrams if d.to_server and (d.source, d.source_port) == paths[1])
+    if not any(not d.to_server and d.number > moved and d.stream_frame for d in run.datagrams):
+        return "no server STREAM data after the rebinding: it did not happen mid-transfer"
     challenges = [d for d in run.datagrams if not d.to_server and 0x1A in d.frame_types]
     responses = [d for d in run.datagrams if d.to_server and 0x1B in d.frame_types]
     if not challenges:

@@ -189,7 +189,15 @@ def cell_mode(case, server, client):
     return None, Result("n/a", "ngtcp2's examples speak h3 only and the other side has no h3 mode for this case")
 
 
-def run_cell(case, server, client, certs, work, seed, keep):
+SABOTAGE = {
+    # Ways to break a run on purpose, to see the checks fail (a check that cannot fail is a defect).
+    "keylog": "tshark gets an empty key log",
+    "retry": "the server gets TESTCASE=handshake, so it sends no Retry",
+    "files": "one byte of the first downloaded file is flipped before the checks",
+}
+
+
+def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
     mode, result = cell_mode(case, server, client)
     if result:
         return result
@@ -220,6 +228,8 @@ def run_cell(case, server, client, certs, work, seed, keep):
                       SSLKEYLOGFILE=keylogs[1], QLOGDIR=os.path.join(qlog, "client"))
     if mode == "h3":
         client_env["ALPN"] = "h3"
+    if sabotage == "retry" and case.testcase == "retry":
+        server_env["TESTCASE"] = "handshake"
     label = " (h3)" if mode == "h3" else ""
     started = time.monotonic()
     server_process = PROCESSES.start(server.command, server_env, os.path.join(directory, "server.log"), directory)
@@ -258,9 +268,14 @@ def run_cell(case, server, client, certs, work, seed, keep):
             pass
         keylog = os.path.join(directory, "keylog.txt")
         with open(keylog, "w") as out:
-            for path in keylogs:
+            for path in keylogs if sabotage != "keylog" else []:
                 with open(path) as f:
                     out.write(f.read())
+        if sabotage == "files" and names and os.path.exists(os.path.join(downloads, names[0])):
+            with open(os.path.join(downloads, names[0]), "r+b") as f:
+                first = f.read(1)
+                f.seek(0)
+                f.write(bytes([first[0] ^ 0xFF]) if first else b"x")
         try:
             datagrams = read_trace(pcap, keylog, server_port)
         except TraceError as error:
@@ -350,6 +365,9 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the work directory (pcaps, logs, files)")
     parser.add_argument("--workdir", help="where cell directories go (kept); default: a temporary directory")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("--sabotage", choices=sorted(SABOTAGE),
+                        help="break every run on purpose to see the checks fail: "
+                             + "; ".join(f"{k}: {v}" for k, v in sorted(SABOTAGE.items())))
     args = parser.parse_args()
     if args.list:
         for case in CASES:
@@ -387,7 +405,8 @@ def main():
     try:
         for case in cases:
             for s, c in pairs:
-                result = run_cell(case, PEERS[s], PEERS[c], certs, work, args.seed, args.keep or bool(args.workdir))
+                result = run_cell(case, PEERS[s], PEERS[c], certs, work, args.seed, args.keep or bool(args.workdir),
+                                  args.sabotage)
                 results[(case.name, s, c)] = result
                 known = (case.name, s, c) in KNOWN_FAILURES
                 if result.status == "fail" and not known:
@@ -402,7 +421,7 @@ def main():
         else:
             print(f"run-matrix: work directory {work}", file=sys.stderr)
     command = "Interop/run-matrix " + " ".join(sys.argv[1:])
-    if args.output != "-":
+    if args.output != "-" and not args.sabotage:
         write_results(args.output, command.strip(), results, cases, pairs, started, time.monotonic() - began, args.seed)
         print(f"run-matrix: wrote {os.path.relpath(args.output, ROOT)}", file=sys.stderr)
     print(f"run-matrix: {sum(r.status == 'pass' for r in results.values())} passed, {failures} failed, "

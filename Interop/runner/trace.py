@@ -12,7 +12,7 @@ FIELDS = ["frame.number", "frame.time_relative", "ip.src", "ipv6.src", "udp.srcp
           "quic.stream.length", "quic.token", "quic.retry_token", "tls.handshake.type",
           "tls.handshake.ciphersuite", "tls.handshake.extension.type",
           "tls.handshake.extensions_alpn_str", "quic.ack.ect0_count", "quic.ack.ect1_count",
-          "quic.ack.ecn_ce_count", "quic.decryption_failed"]
+          "quic.ack.ecn_ce_count", "quic.decryption_failed", "quic.crypto.offset"]
 
 
 class TraceError(Exception):
@@ -49,6 +49,7 @@ class Datagram:
         self.ecn_counts = [int(v, 0) for v in
                            lists["quic.ack.ect0_count"] + lists["quic.ack.ect1_count"] + lists["quic.ack.ecn_ce_count"]]
         self.decryption_failed = bool(lists["quic.decryption_failed"])
+        self.crypto_offsets = [int(v, 0) for v in lists["quic.crypto.offset"]]
 
     @property
     def initial(self):
