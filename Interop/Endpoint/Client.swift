@@ -58,20 +58,40 @@ struct InteropClient {
             var configuration = HTTP3Transport.Configuration(tls: tls)
             configuration.quic = quic
             configuration.quic.tls.applicationProtocols = ["h3"]
-            let transport = HTTP3Transport(configuration: configuration)
-            do {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for url in settings.requests {
-                        group.addTask { try await fetchH3(url, transport: transport) }
-                    }
-                    try await group.waitForAll()
-                }
-            } catch {
-                await transport.shutdown()
-                throw error
+            if settings.resumption {
+                // First URL on one connection; after its ticket arrived, the rest on a resumed one.
+                let cache = QUICSessionCache()
+                configuration.quic.sessionCache = cache
+                try await fetchAllH3([settings.requests[0]], configuration: configuration)
+                guard cache.count > 0 else { throw EndpointError("the server sent no session ticket") }
+                try await fetchAllH3(Array(settings.requests.dropFirst()), configuration: configuration)
+            } else if settings.connectionPerRequest {
+                for url in settings.requests { try await fetchAllH3([url], configuration: configuration) }
+            } else {
+                try await fetchAllH3(settings.requests, configuration: configuration)
             }
-            await transport.shutdown()
         }
+    }
+
+    /// Fetches URLs concurrently over HTTP/3 on a new transport (one connection per origin).
+    private func fetchAllH3(_ urls: [URL], configuration: HTTP3Transport.Configuration) async throws {
+        let transport = HTTP3Transport(configuration: configuration)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for url in urls {
+                    group.addTask { try await fetchH3(url, transport: transport) }
+                }
+                try await group.waitForAll()
+            }
+        } catch {
+            await transport.shutdown()
+            throw error
+        }
+        // A ticket arrives after the handshake: give it a moment before closing.
+        if let cache = configuration.quic.sessionCache, cache.count == 0 {
+            for _ in 0..<100 where cache.count == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        await transport.shutdown()
     }
 
     private func fetchAllHQ(_ urls: [URL], on connection: QUICConnection) async throws {

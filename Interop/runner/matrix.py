@@ -25,10 +25,12 @@ KB, MB = 1024, 1024 * 1024
 
 
 class Peer:
-    def __init__(self, name, command, build_hint, h3_only=False, h3_mode=False):
+    def __init__(self, name, command, build_hint, h3_only=False, h3_mode=False, h3_client_mode=None):
         self.name, self.command, self.build_hint = name, command, build_hint
         self.h3_only = h3_only    # speaks only h3: hq-interop cases run over h3 ("(h3)") or are n/a
-        self.h3_mode = h3_mode    # its client honours ALPN=h3 and its server serves h3 for any case
+        self.h3_mode = h3_mode    # its server serves h3 for any case
+        # its client honours ALPN=h3 (runs any case over h3)
+        self.h3_client_mode = h3_mode if h3_client_mode is None else h3_client_mode
 
     def available(self):
         return os.path.exists(self.command[0]) and os.access(self.command[0], os.X_OK)
@@ -36,7 +38,7 @@ class Peer:
 
 PEERS = {
     "ours": Peer("ours", [os.path.join(ROOT, ".build/debug/interop-endpoint")],
-                 "swift build --product interop-endpoint"),
+                 "swift build --product interop-endpoint", h3_client_mode=True),
     "aioquic": Peer("aioquic", [PYTHON, os.path.join(ROOT, "Interop/peers/aioquic_endpoint.py")],
                     "scripts/install-deps", h3_mode=True),
     "ngtcp2": Peer("ngtcp2", [os.path.join(ROOT, "Interop/peers/ngtcp2_endpoint.sh")],
@@ -184,7 +186,7 @@ def cell_mode(case, server, client):
             return None, Result("not built", f"{peer.name}: {peer.build_hint}")
     if case.alpn == "h3" or not (server.h3_only or client.h3_only):
         return "", None
-    if server.h3_mode and client.h3_mode:
+    if server.h3_mode and client.h3_client_mode:
         return "h3", None
     return None, Result("n/a", "ngtcp2's examples speak h3 only and the other side has no h3 mode for this case")
 

@@ -25,7 +25,7 @@ struct KeyUpdateTests {
         return accepted
     }
 
-    @Test("a 30 MB echo survives repeated key updates started by both sides")
+    @Test("a 50 MB echo survives repeated key updates started by both sides")
     func bothSidesUpdate() async throws {
         let listener = try await QUICListener.bind(host: "127.0.0.1", port: 0, configuration: serverConfiguration())
         let port = listener.localAddress.port ?? 0
@@ -43,7 +43,7 @@ struct KeyUpdateTests {
             // Before the handshake is confirmed an update is refused, not fatal.
             let clientUpdates = Task { await KeyUpdateTests.keepUpdating(connection) }
             let stream = try await connection.openStream()
-            let total = 30 << 20
+            let total = 50 << 20
             async let sentHash: [UInt8] = {
                 var generator = PatternGenerator(seed: 9)
                 var hash = SHA256()
