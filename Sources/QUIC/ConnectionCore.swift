@@ -583,6 +583,10 @@ package final class ConnectionCore: @unchecked Sendable {
         var buffer = ByteBufferAllocator().buffer(capacity: payload * Self.batchLimit)
         var lengths: [Int] = []
         lengths.reserveCapacity(Self.batchLimit)
+        // ECN codepoint per packet: ngtcp2 marks single packets (ECN validation), so one
+        // marking for the whole batch would unmark the ones it chose and fail validation.
+        var codepoints: [UInt8] = []
+        codepoints.reserveCapacity(Self.batchLimit)
         var ecn: UInt8 = 0
         var failure: (Int32, QUICError)?
         let ts = Self.now()
@@ -643,16 +647,16 @@ package final class ConnectionCore: @unchecked Sendable {
             }
             if failure != nil || packetLength == 0 { break packetLoop }
             lengths.append(packetLength)
+            codepoints.append(ecn)
         }
 
         if !lengths.isEmpty {
             var datagrams: [OutboundDatagram] = []
             datagrams.reserveCapacity(lengths.count)
             let remote = currentWriteRemote()
-            let ecnState = Self.ecnState(ecn)
-            for length in lengths {
+            for (length, codepoint) in zip(lengths, codepoints) {
                 if let packet = buffer.readSlice(length: length) {
-                    datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remote, ecn: ecnState))
+                    datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remote, ecn: Self.ecnState(codepoint)))
                 }
             }
             logger.trace("write packets", metadata: ["count": "\(datagrams.count)", "to": "\(remote)"])
