@@ -587,6 +587,11 @@ package final class ConnectionCore: @unchecked Sendable {
         // marking for the whole batch would unmark the ones it chose and fail validation.
         var codepoints: [UInt8] = []
         codepoints.reserveCapacity(Self.batchLimit)
+        // Destination per packet: while a new path is validated, ngtcp2 writes PATH_CHALLENGE
+        // to one address and other packets to another within the same batch.
+        var remotes: [SocketAddress] = []
+        remotes.reserveCapacity(Self.batchLimit)
+        var lastRemote: (raw: sockaddr_storage, length: Int, address: SocketAddress)?
         var ecn: UInt8 = 0
         var failure: (Int32, QUICError)?
         let ts = Self.now()
@@ -648,18 +653,19 @@ package final class ConnectionCore: @unchecked Sendable {
             if failure != nil || packetLength == 0 { break packetLoop }
             lengths.append(packetLength)
             codepoints.append(ecn)
+            remotes.append(packetRemote(&lastRemote))
         }
 
         if !lengths.isEmpty {
             var datagrams: [OutboundDatagram] = []
             datagrams.reserveCapacity(lengths.count)
-            let remote = currentWriteRemote()
-            for (length, codepoint) in zip(lengths, codepoints) {
-                if let packet = buffer.readSlice(length: length) {
-                    datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remote, ecn: Self.ecnState(codepoint)))
+            for index in lengths.indices {
+                if let packet = buffer.readSlice(length: lengths[index]) {
+                    datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remotes[index],
+                                                      ecn: Self.ecnState(codepoints[index])))
                 }
             }
-            logger.trace("write packets", metadata: ["count": "\(datagrams.count)", "to": "\(remote)"])
+            logger.trace("write packets", metadata: ["count": "\(datagrams.count)", "to": "\(remotes[0])"])
             host?.send(datagrams, from: self)
         }
         if let (liberr, error) = failure {
@@ -673,6 +679,27 @@ package final class ConnectionCore: @unchecked Sendable {
             ngtcp2_conn_update_pkt_tx_time(conn, ts)
         }
         armTimer()
+    }
+
+    /// The destination of the packet just written; builds a `SocketAddress` only when the
+    /// path's remote address differs from the previous packet's.
+    private func packetRemote(_ last: inout (raw: sockaddr_storage, length: Int, address: SocketAddress)?) -> SocketAddress {
+        let remote = writePath.pointee.path.remote
+        let length = min(Int(remote.addrlen), MemoryLayout<sockaddr_storage>.size)
+        if let previous = last, previous.length == length, let addr = remote.addr {
+            var raw = previous.raw
+            let same = withUnsafeBytes(of: &raw) { bytes in bytes.baseAddress.map { memcmp($0, addr, length) == 0 } ?? false }
+            if same { return previous.address }
+        }
+        let address = currentWriteRemote()
+        var raw = sockaddr_storage()
+        if let addr = remote.addr {
+            withUnsafeMutableBytes(of: &raw) { bytes in
+                if let base = bytes.baseAddress { memcpy(base, addr, length) }
+            }
+        }
+        last = (raw, length, address)
+        return address
     }
 
     private func currentWriteRemote() -> SocketAddress {

@@ -372,7 +372,7 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         // The peer stopped reading. Its code arrives with the stream's close; writers wait for
         // it a little (the peer usually finishes its side at once), then fail without it.
         stream.writeShutByPeer = true
-        let grace = TimeAmount.milliseconds(500)
+        let grace = TimeAmount.seconds(2)
         core.eventLoop.scheduleTask(in: grace) { [weak stream] in
             guard let stream, stream.writeError == nil else { return }
             stream.writeError = .streamClosed
