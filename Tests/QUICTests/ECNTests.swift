@@ -36,20 +36,8 @@ struct ECNTests {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: port,
                                                           configuration: clientConfiguration { $0.qlogDirectory = qlogs.path })
             let stream = try await connection.openStream()
-            async let sent: Void = {
-                var generator = PatternGenerator(seed: 5)
-                var left = size
-                while left > 0 {
-                    let chunk = generator.next(min(64 << 10, left))
-                    try await stream.write(chunk)
-                    left -= chunk.readableBytes
-                }
-                try await stream.finish()
-            }()
-            var received = 0
-            while let chunk = try await stream.read() { received += chunk.readableBytes }
-            try await sent
-            #expect(received == size)
+            let echo = try await echoPattern(on: stream, total: size, seed: 5, chunk: 64 << 10)
+            #expect(echo.received == size && echo.sentHash == echo.receivedHash)
             await connection.close()
         }
         await listener.close()

@@ -48,3 +48,35 @@ final class EchoServer: Sendable {
     }
 }
 
+
+/// What an echo round trip moved: bytes and SHA-256 of what was sent and of what came back.
+struct EchoResult {
+    let sentHash: [UInt8]
+    let receivedHash: [UInt8]
+    let received: Int
+}
+
+/// Writes `total` pattern bytes (seeded) on a bidirectional stream to an echo peer, finishes,
+/// and reads the echo at the same time; hashes both directions.
+func echoPattern(on stream: QUICStream, total: Int, seed: UInt64, chunk: Int = 128 << 10) async throws -> EchoResult {
+    async let sentHash: [UInt8] = {
+        var generator = PatternGenerator(seed: seed)
+        var hash = SHA256()
+        var sent = 0
+        while sent < total {
+            let piece = generator.next(min(chunk, total - sent))
+            hash.update(piece)
+            try await stream.write(piece)
+            sent += piece.readableBytes
+        }
+        try await stream.finish()
+        return hash.finalize()
+    }()
+    var hash = SHA256()
+    var received = 0
+    while let piece = try await stream.read() {
+        hash.update(piece)
+        received += piece.readableBytes
+    }
+    return EchoResult(sentHash: try await sentHash, receivedHash: hash.finalize(), received: received)
+}

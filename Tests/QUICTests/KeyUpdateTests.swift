@@ -44,27 +44,9 @@ struct KeyUpdateTests {
             let clientUpdates = Task { await KeyUpdateTests.keepUpdating(connection) }
             let stream = try await connection.openStream()
             let total = 50 << 20
-            async let sentHash: [UInt8] = {
-                var generator = PatternGenerator(seed: 9)
-                var hash = SHA256()
-                var sent = 0
-                while sent < total {
-                    let chunk = generator.next(min(128 << 10, total - sent))
-                    hash.update(chunk)
-                    try await stream.write(chunk)
-                    sent += chunk.readableBytes
-                }
-                try await stream.finish()
-                return hash.finalize()
-            }()
-            var hash = SHA256()
-            var received = 0
-            while let chunk = try await stream.read() {
-                hash.update(chunk)
-                received += chunk.readableBytes
-            }
-            #expect(received == total)
-            #expect(try await sentHash == hash.finalize())
+            let echo = try await echoPattern(on: stream, total: total, seed: 9)
+            #expect(echo.received == total)
+            #expect(echo.sentHash == echo.receivedHash)
             clientUpdates.cancel()
             let clientCount = await clientUpdates.value
             await connection.close()

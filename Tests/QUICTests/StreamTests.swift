@@ -56,28 +56,9 @@ struct StreamTests {
                                                           configuration: clientConfiguration())
             let stream = try await connection.openStream()
             let total = 50 << 20
-            async let sentHash: [UInt8] = {
-                var generator = PatternGenerator(seed: 42)
-                var hash = SHA256()
-                var sent = 0
-                while sent < total {
-                    let chunk = generator.next(min(256 << 10, total - sent))
-                    hash.update(chunk)
-                    try await stream.write(chunk)
-                    sent += chunk.readableBytes
-                }
-                try await stream.finish()
-                return hash.finalize()
-            }()
-            var hash = SHA256()
-            var received = 0
-            while let chunk = try await stream.read() {
-                hash.update(chunk)
-                received += chunk.readableBytes
-            }
-            let receivedHash = hash.finalize()
-            #expect(received == total)
-            #expect(try await sentHash == receivedHash)
+            let echo = try await echoPattern(on: stream, total: total, seed: 42, chunk: 256 << 10)
+            #expect(echo.received == total)
+            #expect(echo.sentHash == echo.receivedHash)
             await connection.close()
         }
     }
