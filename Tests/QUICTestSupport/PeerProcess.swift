@@ -73,7 +73,10 @@ public final class PeerProcess: @unchecked Sendable {
             let rv = waitpid(pid, &status, WNOHANG)
             if rv == pid { return (status >> 8) & 0xff }
             if rv == -1 {
-                // Foundation reaped it first.
+                // Foundation reaped it first; its bookkeeping may lag the reaping by a moment.
+                while process.isRunning && Date() < deadline {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
                 return process.isRunning ? nil : process.terminationStatus
             }
             try? await Task.sleep(for: .milliseconds(20))
