@@ -37,14 +37,9 @@ struct ChaChaIPv6InteropTests {
             let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/file-3m")
             let response = try await roundTripWhenUp(client, request)
             #expect(response.head.status == .ok)
-            var hash = SHA256()
-            var size = 0
-            for try await chunk in response.body {
-                hash.update(chunk)
-                size += chunk.readableBytes
-            }
+            let (hash, size) = try await hashBody(response.body)
             #expect(size == file.size)
-            #expect(hash.finalize() == file.hash, "the body is not byte-exact")
+            #expect(hash == file.hash, "the body is not byte-exact")
             let connection = response.metadata.connection
             let parameters = connection?.tlsParameters ?? ""
             #expect(parameters.contains("(CHACHA20-POLY1305)") && parameters.contains("TLS1.3"), "\(parameters)")

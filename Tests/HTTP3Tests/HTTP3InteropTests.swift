@@ -50,9 +50,7 @@ struct InteropFiles: Sendable {
         for (name, size, seed) in [("file-1m", 1 << 20, UInt64(11)), ("file-50m", 50 << 20, UInt64(12)), ("small.txt", 1000, UInt64(13))] {
             var generator = PatternGenerator(seed: seed)
             let buffer = generator.next(size)
-            var hash = SHA256()
-            hash.update(buffer)
-            hashes[name] = hash.finalize()
+            hashes[name] = sha256(buffer)
             _ = FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path,
                                            contents: Data(buffer.readableBytesView))
         }
@@ -125,13 +123,8 @@ struct HTTP3InteropTests {
                 let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/\(name)")
                 let response = try await roundTripWhenUp(client, request)
                 #expect(response.head.status == .ok)
-                var hash = SHA256()
-                var size = 0
-                for try await chunk in response.body {
-                    hash.update(chunk)
-                    size += chunk.readableBytes
-                }
-                #expect(hash.finalize() == files.hashes[name], "\(name): \(size) bytes")
+                let (hash, size) = try await hashBody(response.body)
+                #expect(hash == files.hashes[name], "\(name): \(size) bytes")
             }
         }
         await client.shutdown()

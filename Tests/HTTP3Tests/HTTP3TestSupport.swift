@@ -52,13 +52,8 @@ struct TestHandler: HTTPHandler {
             try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: text))
         case "/sha256":
             // Hashes the request body as it streams in.
-            var hash = SHA256()
-            var count = 0
-            for try await chunk in body {
-                hash.update(chunk)
-                count += chunk.readableBytes
-            }
-            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "\(count) \(hex(hash.finalize()))"))
+            let (hash, count) = try await hashBody(body)
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "\(count) \(hex(hash))"))
         case "/bytes":
             let total = Int(query(path, "n") ?? "0") ?? 0
             var head = HTTPResponse(status: .ok)
@@ -180,4 +175,15 @@ struct HTTP3Fixture {
         await client.shutdown()
         await server.shutdown()
     }
+}
+
+/// SHA-256 and length of a body, read as it streams.
+func hashBody(_ body: HTTPBody) async throws -> (hash: [UInt8], count: Int) {
+    var hash = SHA256()
+    var count = 0
+    for try await chunk in body {
+        hash.update(chunk)
+        count += chunk.readableBytes
+    }
+    return (hash.finalize(), count)
 }
