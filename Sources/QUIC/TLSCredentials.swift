@@ -138,13 +138,18 @@ final class SeenClientHellos: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [[UInt8]: Int] = [:]
     private let limit = 100_000
+    /// When the table was last swept of expired entries (a sweep walks all of it: at most once a second).
+    private var lastSweep = 0
 
     /// Records a client hello; `false` if it was seen already (a replay).
     func insert(_ key: [UInt8], expiry: Int) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         let now = Int(time(nil))
-        if entries.count >= limit { entries = entries.filter { $0.value > now } }
+        if entries.count >= limit, now != lastSweep {
+            entries = entries.filter { $0.value > now }
+            lastSweep = now
+        }
         if let existing = entries[key], existing > now { return false }
         // Full and nothing expired: refusing early data is the safe answer.
         guard entries.count < limit else { return false }
