@@ -30,7 +30,7 @@ HQ = "hq-interop"
 SUPPORTED = {"handshake", "transfer", "longrtt", "chacha20", "multiplexing", "retry", "resumption",
              "zerortt", "http3", "keyupdate", "multiconnect", "blackhole", "transferloss",
              "handshakeloss", "transfercorruption", "handshakecorruption", "amplificationlimit",
-             "rebind-port", "rebind-addr", "ipv6"}
+             "rebind-port", "rebind-addr", "ipv6", "goodput"}
 
 
 def log(message):

@@ -13,7 +13,7 @@ log() { echo "ngtcp2_endpoint: $*" >&2; }
 case "${TESTCASE:-}" in
   handshake|transfer|longrtt|chacha20|multiplexing|retry|resumption|zerortt|http3|keyupdate|\
   multiconnect|ecn|blackhole|transferloss|handshakeloss|transfercorruption|handshakecorruption|\
-  amplificationlimit|rebind-port|rebind-addr|ipv6) ;;
+  amplificationlimit|rebind-port|rebind-addr|ipv6|goodput) ;;
   *) log "unsupported test case '${TESTCASE:-}'"; exit 127 ;;
 esac
 

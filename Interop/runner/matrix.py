@@ -48,8 +48,9 @@ PEERS = {
 
 class Case:
     def __init__(self, name, testcase, files, checks, netsim=(), timeout=60, handshakes=1,
-                 alpn="hq-interop", ipv6=False, chain=1, split=False):
+                 alpn="hq-interop", ipv6=False, chain=1, split=False, measure=False):
         self.name, self.testcase, self.files, self.netsim = name, testcase, files, list(netsim)
+        self.measure = measure  # report goodput: bytes of the files over the client's run time
         self.timeout, self.alpn, self.ipv6, self.chain = timeout, alpn, ipv6, chain
         self.split = split  # first file on a first connection, the rest on a second
         self.handshakes = handshakes if handshakes != "files" else len(files)
@@ -85,6 +86,9 @@ CASES = [
          DELAY + ["--to-client-rate", "2M", "--rebind-port-after", "1"]),
     Case("rebind-addr", "transfer", [4 * MB], [C.check_rebinding],
          DELAY + ["--to-client-rate", "2M", "--rebind-address-after", "1:127.0.0.2"]),
+    # The official runner's goodput measurement: a 10 MB file through a 10 Mbit/s bottleneck. The cell
+    # passes on a byte-exact file and reports the goodput (file bits over the client's run time).
+    Case("goodput", "goodput", [10 * MB], [], DELAY + ["--rate", "1250k"], timeout=120, measure=True),
     Case("v2", "v2", [1 * KB], [], DELAY),
 ]
 FAST = ["handshake", "transfer", "retry", "resumption", "zerortt", "http3", "transferloss"]
@@ -248,11 +252,13 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
         netsim_process = PROCESSES.start(netsim_command, base, os.path.join(directory, "netsim.log"), directory)
         if not wait_bound(listen_port, netsim_process, 10):
             return Result("fail", "h3-netsim did not start (see netsim.log)", label, directory=directory)
+        client_started = time.monotonic()
         client_process = PROCESSES.start(client.command, client_env, os.path.join(directory, "client.log"), directory)
         try:
             code = client_process.wait(case.timeout)
         except subprocess.TimeoutExpired:
             code = None
+        client_seconds = time.monotonic() - client_started
         seconds = time.monotonic() - started
         time.sleep(0.3)  # the last packets (CONNECTION_CLOSE) reach the relay
         client_code = PROCESSES.stop(client_process)
@@ -288,6 +294,8 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
             problem = check(run)
             if problem:
                 return Result("fail", f"{check.__name__.replace('check_', '')}: {problem}", label, seconds, directory)
+        if case.measure:
+            label += f" {sum(case.files) * 8 / client_seconds / 1e6:.2f} Mbit/s"
         return Result("pass", "", label, seconds, directory)
     finally:
         for process in (client_process, netsim_process, server_process):
