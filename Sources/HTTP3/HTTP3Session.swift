@@ -638,8 +638,12 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             logger.debug("nghttp3_conn_close_stream failed", metadata: ["error": "\(nghttp3Message(rv))"])
             closeConnection(code: nghttp3_err_infer_quic_app_error_code(rv))
         }
-        // A stream nghttp3 never knew (the peer reset it before any data) still counts.
-        if let stream = streams.removeValue(forKey: streamID) {
+        // nghttp3 reports the close through its own callback (streamClosed(streamID:code:)), or
+        // later: a stream whose HEADERS wait for QPACK encoder instructions stays open in nghttp3
+        // until they arrive (the response and its FIN can come before them when packets are lost
+        // or reordered), and must not be failed here. Only a stream nghttp3 never knew (the peer
+        // reset it before any data) is finished here.
+        if rv == NGHTTP3_ERR_STREAM_NOT_FOUND, let stream = streams.removeValue(forKey: streamID) {
             stream.closed = true
             stream.failReader(.streamReset(code: applicationErrorCode ?? HTTP3ErrorCode.noError))
             stream.failWriters(.streamReset(code: applicationErrorCode ?? HTTP3ErrorCode.noError))

@@ -2,6 +2,7 @@ import Foundation
 import HTTP3
 import HTTPAPI
 import HTTPTypes
+import NetSim
 import NIOCore
 import QUIC
 import QUICTestSupport
@@ -128,6 +129,55 @@ struct HTTP3InteropTests {
             }
         }
         await client.shutdown()
+    }
+
+    /// gtlsserver uses the QPACK dynamic table, so under loss a response's HEADERS and FIN can
+    /// arrive before the encoder-stream instructions they refer to. The stream is then complete in
+    /// QUIC while nghttp3 still holds it blocked: the client must wait for the instructions, not
+    /// fail the request (it did, with "stream reset by peer with error H3_NO_ERROR", in the
+    /// interop runner's handshakeloss case).
+    @Test("through 30 % loss, ten new connections to gtlsserver each complete a GET")
+    func lossyHandshakesToGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        let port = try freeUDPPort()
+        let server = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.directory.path)", "127.0.0.1", "\(port)",
+                                                  pki.keyFile, pki.certFile], directory: pki.directory)
+        defer { server.stop() }
+        var relayConfiguration = NetworkSimulator.Configuration(listen: try NetworkAddress(host: "127.0.0.1", port: 0),
+                                                                server: try NetworkAddress(host: "127.0.0.1", port: UInt16(port)))
+        relayConfiguration.seed = 7
+        for direction in [\NetworkSimulator.Configuration.toServer, \.toClient] {
+            relayConfiguration[keyPath: direction].delay = .milliseconds(15)
+            relayConfiguration[keyPath: direction].lossProbability = 0.3
+        }
+        let relay = try NetworkSimulator.start(relayConfiguration)
+        defer { relay.stop() }
+        let relayPort = Int(relay.listenAddress.port)
+        let tls = pki.clientTLS(alpn: ["h3"])
+        try await withHeavyTimeout(240) {
+            // The server is up once a direct request succeeds (no loss on this path).
+            let direct = HTTP3Transport(configuration: .init(tls: tls))
+            let first = try await roundTripWhenUp(direct, HTTPRequest(method: .get, scheme: "https",
+                                                                      authority: "localhost:\(port)", path: "/small.txt"))
+            _ = try await first.body.collect(upTo: 1 << 20)
+            await direct.shutdown()
+            for attempt in 0..<10 {
+                var configuration = HTTP3Transport.Configuration(tls: tls)
+                configuration.quic.handshakeTimeout = .seconds(60)
+                configuration.quic.idleTimeout = .seconds(60)
+                let client = HTTP3Transport(configuration: configuration)
+                do {
+                    let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(relayPort)", path: "/small.txt")
+                    let response = try await client.roundTrip(request)
+                    #expect(response.head.status == .ok, "connection \(attempt)")
+                    let body = try await response.body.collect(upTo: 1 << 20)
+                    #expect(sha256(body) == files.hashes["small.txt"], "connection \(attempt): \(body.readableBytes) bytes")
+                } catch {
+                    Issue.record("connection \(attempt): \(error)")
+                }
+                await client.shutdown()
+            }
+        }
     }
 
     @Test("ngtcp2's gtlsclient fetches a 1 MB file from our server, byte-exact")
