@@ -664,7 +664,6 @@ package final class ConnectionCore: @unchecked Sendable {
                 logger.trace("write packets", metadata: ["count": "\(batch.packetCount)",
                                                          "messages": "\(batch.messages.count)"])
             }
-            return batch.packetCount
         }
         if let (liberr, error) = failure {
             close(liberr: liberr, error: error)

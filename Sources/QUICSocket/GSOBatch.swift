@@ -26,6 +26,7 @@ package struct GSOBatch<Destination: Equatable> {
         package var ecn: UInt8
 
         /// A message description (the batch makes these; tests compare against them).
+        @inlinable
         package init(offset: Int, length: Int, segmentSize: Int, segments: Int, destination: Destination, ecn: UInt8) {
             self.offset = offset
             self.length = length
@@ -36,24 +37,24 @@ package struct GSOBatch<Destination: Equatable> {
         }
 
         /// The segment size to hand the kernel: `nil` for a single packet (no GSO needed).
-        package var kernelSegmentSize: Int? { segments > 1 ? segmentSize : nil }
+        @inlinable package var kernelSegmentSize: Int? { segments > 1 ? segmentSize : nil }
     }
 
     /// The kernel's limit on segments per message (`UDP_MAX_SEGMENTS`).
     package static var maximumSegmentLimit: Int { 64 }
     /// The most UDP payload bytes one message can carry (65,535 minus the IPv4 and UDP headers).
-    package static var maximumMessageLength: Int { 65_507 }
+    @inlinable package static var maximumMessageLength: Int { 65_507 }
 
     /// The most segments a message gets here (1: GSO off, every packet its own message).
     package let segmentLimit: Int
     /// The messages so far, in order.
-    package private(set) var messages: [Message] = []
+    @usableFromInline package internal(set) var messages: [Message] = []
     /// The total number of bytes (packets) in the batch.
-    package private(set) var byteCount = 0
+    @usableFromInline package internal(set) var byteCount = 0
     /// The number of packets in the batch.
-    package private(set) var packetCount = 0
+    @usableFromInline package internal(set) var packetCount = 0
     /// Whether the last message ended with a short segment and takes no more packets.
-    private var lastMessageClosed = false
+    @usableFromInline var lastMessageClosed = false
 
     /// A batch whose messages carry at most `segmentLimit` packets (clamped to 1...64).
     package init(segmentLimit: Int = GSOBatch.maximumSegmentLimit) {
@@ -62,6 +63,7 @@ package struct GSOBatch<Destination: Equatable> {
     }
 
     /// Adds the next packet (it follows the previous one in the batch's bytes). Empty packets are ignored.
+    @inlinable  // specialized where it is used: this runs once per packet
     package mutating func append(length: Int, destination: Destination, ecn: UInt8) {
         guard length > 0 else { return }
         defer {
@@ -85,6 +87,7 @@ package struct GSOBatch<Destination: Equatable> {
     }
 
     /// Empties the batch, keeping its storage for the next pass.
+    @inlinable
     package mutating func removeAll() {
         messages.removeAll(keepingCapacity: true)
         byteCount = 0

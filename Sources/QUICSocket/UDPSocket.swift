@@ -251,8 +251,9 @@ package final class UDPSocket {
     /// The sent messages share the buffer's storage until the kernel has taken them; the next
     /// pass then reuses it, so no memory is allocated per packet (new storage is allocated
     /// only while NIO still holds the previous pass's bytes, when the socket was not writable).
-    package func sendBatch<R>(minimumCapacity: Int,
-                              _ body: (inout ByteBuffer, inout GSOBatch<SocketAddress>) throws -> R) rethrows -> R {
+    /// Returns the number of packets sent.
+    @discardableResult
+    package func sendBatch(minimumCapacity: Int, _ body: (inout ByteBuffer, inout GSOBatch<SocketAddress>) -> Void) -> Int {
         eventLoop.preconditionInEventLoop()
         // Taken out while in use, so that a nested pass (from a callback) gets its own.
         var buffer = ByteBuffer()
@@ -266,9 +267,9 @@ package final class UDPSocket {
             sendBatchStorage = batch
             sendBuffer = buffer
         }
-        let result = try body(&buffer, &batch)
+        body(&buffer, &batch)
         send(buffer, batch: batch)
-        return result
+        return batch.packetCount
     }
 
     /// Sends the messages of `batch`, whose packets are the readable bytes of `bytes`, with one
