@@ -4,7 +4,7 @@
 //   gcc -O2 -shared -fPIC -o /tmp/heap-by-library.so Benchmarks/heap-by-library.c -ldl -lpthread
 //   LD_PRELOAD=/tmp/heap-by-library.so .build/release/h3-bench serve --port P --cert C --key K &
 //   kill -USR2 <pid>     # appends live bytes and allocation counts per library, and one
-//                        # "E library size" line per live allocation, to /dev/shm/fastprof/memby-<pid>.txt
+//                        # "E library size" line per live allocation, to /tmp/heap-by-library-<pid>.txt
 //
 // Take one dump before and one after opening N idle connections (h3-bench idle) and divide the
 // difference by N. The pointer table lives beside the heap, so the process's RSS is not
@@ -85,7 +85,7 @@ void *memalign(size_t al, size_t n) { void *p = __libc_memalign(al, n); record(p
 
 static void dump(int sig) {
     (void)sig; busy = 1;
-    char path[64]; snprintf(path, sizeof path, "/dev/shm/fastprof/memby-%d.txt", getpid());
+    char path[64]; snprintf(path, sizeof path, "/tmp/heap-by-library-%d.txt", getpid());
     FILE *f = fopen(path, "a");
     if (!f) return;
     pthread_mutex_lock(&lock);
