@@ -26,11 +26,13 @@ public final class HTTP3Transport: HTTPRoundTripper {
         public var idleConnectionTimeout: Duration
         /// Fixed addresses for host names, as `"host:port" -> "address"` (curl's `--resolve`).
         public var resolve: [String: String]
+        /// Options for each connection's UDP socket (buffer sizes, ECN, GSO and GRO).
+        public var socketOptions: UDPSocketOptions
 
         /// Creates settings with defaults.
         public init(tls: QUICTLSConfiguration = .makeClientConfiguration(applicationProtocols: ["h3"]),
                     http3: HTTP3Settings = HTTP3Settings(), idleConnectionTimeout: Duration = .seconds(60),
-                    resolve: [String: String] = [:]) {
+                    resolve: [String: String] = [:], socketOptions: UDPSocketOptions = UDPSocketOptions()) {
             var tls = tls
             tls.applicationProtocols = ["h3"]
             self.tls = tls
@@ -38,6 +40,7 @@ public final class HTTP3Transport: HTTPRoundTripper {
             self.http3 = http3
             self.idleConnectionTimeout = idleConnectionTimeout
             self.resolve = resolve
+            self.socketOptions = socketOptions
         }
     }
 
@@ -254,7 +257,7 @@ final class HTTP3ClientConnection: Sendable {
         let core: ConnectionCore
         do {
             core = try await QUICClient.connectCore(
-                host: address, port: origin.port, configuration: quic, socketOptions: .init(),
+                host: address, port: origin.port, configuration: quic, socketOptions: configuration.socketOptions,
                 eventLoopGroup: transport.eventLoopGroup, logger: transport.logger, initialToken: nil,
                 makeApplication: { core in
                     try HTTP3Session(core: core, role: .client, settings: configuration.http3, maxIncomingStreams: 0,

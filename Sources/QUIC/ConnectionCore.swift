@@ -9,6 +9,8 @@ import QUICSocket
 /// What a connection needs from whoever owns its socket: a server endpoint (many connections
 /// on one socket, routed by connection ID) or a client (one socket per connection).
 protocol ConnectionHost: AnyObject {
+    /// The socket the connection's packets leave through.
+    var socket: UDPSocket { get }
     /// Sends packets of this connection.
     func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore)
     /// Packets with this destination connection ID now belong to `connection`.
@@ -90,7 +92,13 @@ package final class ConnectionCore: @unchecked Sendable {
     /// the client switches to our IDs).
     var initialDestinationID: ConnectionID?
 
+    /// The most packets one write pass sends (one full GSO message).
     private static let batchLimit = 64
+    /// Stream data vectors handed to ngtcp2 (reused by every write pass).
+    private var writeVectors = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 16)
+    /// The destination of the last packet written, kept so that a `SocketAddress` is built
+    /// only when the path changes.
+    private var lastWriteRemote: (raw: sockaddr_storage, length: Int, address: SocketAddress)?
 
     // MARK: - Creation
 
@@ -575,107 +583,93 @@ package final class ConnectionCore: @unchecked Sendable {
         }
     }
 
-    /// Writes as many packets as ngtcp2 allows (pacing and congestion control permitting),
-    /// in batches handed to the socket layer at once.
+    /// Writes one burst: as many packets as ngtcp2 allows (congestion control and pacing
+    /// permitting), at most one send quantum (`ngtcp2_conn_get_send_quantum`, the bytes ngtcp2
+    /// lets go without spacing) and at most 64 packets. The packets are written into the
+    /// socket's reusable send buffer and leave with one flush, runs of equal-sized packets as
+    /// GSO messages. Then `ngtcp2_conn_update_pkt_tx_time` sets the next transmission time, and
+    /// the timer (whose expiry includes it) starts the next burst.
     func writePackets() {
-        guard isOpen, let conn else { return }
+        guard isOpen, let conn, let socket = host?.socket else { return }
         let payload = configuration.maxUDPPayloadSize
-        var buffer = ByteBufferAllocator().buffer(capacity: payload * Self.batchLimit)
-        var lengths: [Int] = []
-        lengths.reserveCapacity(Self.batchLimit)
-        // ECN codepoint per packet: ngtcp2 marks single packets (ECN validation), so one
-        // marking for the whole batch would unmark the ones it chose and fail validation.
-        var codepoints: [UInt8] = []
-        codepoints.reserveCapacity(Self.batchLimit)
-        // Destination per packet: while a new path is validated, ngtcp2 writes PATH_CHALLENGE
-        // to one address and other packets to another within the same batch.
-        var remotes: [SocketAddress] = []
-        remotes.reserveCapacity(Self.batchLimit)
-        var lastRemote: (raw: sockaddr_storage, length: Int, address: SocketAddress)?
-        var ecn: UInt8 = 0
+        let quantum = Int(clamping: ngtcp2_conn_get_send_quantum(conn))
+        let packetLimit = min(max(quantum / max(payload, 1), 1), Self.batchLimit)
         var failure: (Int32, QUICError)?
         let ts = Self.now()
-        var vectors = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 16)
 
-        packetLoop: while lengths.count < Self.batchLimit {
-            var packetLength = 0
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: payload) { raw in
-                let destination = raw.baseAddress?.assumingMemoryBound(to: UInt8.self)
-                while true {
-                    var info = ngtcp2_pkt_info()
-                    var consumed: ngtcp2_ssize = -1
-                    var pending = vectors.withUnsafeMutableBufferPointer { application?.pendingStreamData(into: $0) }
-                    if let offered = pending, offered.vectorCount > 0, ngtcp2_conn_get_max_data_left(conn) == 0 {
-                        // No connection credit: only control frames and ACKs can go now.
-                        pending = nil
-                    }
-                    let streamID = pending?.streamID ?? -1
-                    var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
-                    if pending?.fin == true { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
-                    let count = pending?.vectorCount ?? 0
-                    let n = vectors.withUnsafeBufferPointer { vecs in
-                        swift_ngtcp2_conn_writev_stream(conn, &writePath.pointee.path, &info, destination, payload,
-                                                        &consumed, flags, streamID,
-                                                        count > 0 ? vecs.baseAddress : nil, count, ts)
-                    }
-                    if consumed >= 0, streamID >= 0 {
-                        do throws(QUICError) {
-                            let offered = vectors.withUnsafeBufferPointer { totalLength(UnsafeBufferPointer(rebasing: $0.prefix(count))) }
-                            let all = count == 0 || consumed == offered
-                            try application?.wrote(streamID: streamID, bytes: Int(consumed),
-                                                   fin: pending?.fin == true && all)
-                        } catch {
-                            failure = (NGTCP2_ERR_INTERNAL, error)
+        let written = socket.sendBatch(minimumCapacity: payload * packetLimit) { buffer, batch in
+            packetLoop: while batch.packetCount < packetLimit {
+                var packetLength = 0
+                var ecn: UInt8 = 0
+                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: payload) { raw in
+                    let destination = raw.baseAddress?.assumingMemoryBound(to: UInt8.self)
+                    while true {
+                        var info = ngtcp2_pkt_info()
+                        var consumed: ngtcp2_ssize = -1
+                        var pending = writeVectors.withUnsafeMutableBufferPointer { application?.pendingStreamData(into: $0) }
+                        if let offered = pending, offered.vectorCount > 0, ngtcp2_conn_get_max_data_left(conn) == 0 {
+                            // No connection credit: only control frames and ACKs can go now.
+                            pending = nil
+                        }
+                        let streamID = pending?.streamID ?? -1
+                        var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
+                        if pending?.fin == true { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
+                        let count = pending?.vectorCount ?? 0
+                        let n = writeVectors.withUnsafeBufferPointer { vecs in
+                            swift_ngtcp2_conn_writev_stream(conn, &writePath.pointee.path, &info, destination, payload,
+                                                            &consumed, flags, streamID,
+                                                            count > 0 ? vecs.baseAddress : nil, count, ts)
+                        }
+                        if consumed >= 0, streamID >= 0 {
+                            do throws(QUICError) {
+                                let offered = writeVectors.withUnsafeBufferPointer {
+                                    totalLength(UnsafeBufferPointer(rebasing: $0.prefix(count)))
+                                }
+                                let all = count == 0 || consumed == offered
+                                try application?.wrote(streamID: streamID, bytes: Int(consumed),
+                                                       fin: pending?.fin == true && all)
+                            } catch {
+                                failure = (NGTCP2_ERR_INTERNAL, error)
+                                return 0
+                            }
+                        }
+                        if n >= 0 {
+                            packetLength = Int(n)
+                            // ngtcp2 marks single packets (ECN validation), so the codepoint is per packet.
+                            ecn = UInt8(truncatingIfNeeded: info.ecn)
+                            return Int(n)
+                        }
+                        switch Int32(n) {
+                        case NGTCP2_ERR_WRITE_MORE:
+                            continue
+                        case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                            application?.streamBlocked(streamID: streamID)
+                            continue
+                        case NGTCP2_ERR_STREAM_SHUT_WR, NGTCP2_ERR_STREAM_NOT_FOUND:
+                            application?.streamWriteClosed(streamID: streamID)
+                            continue
+                        default:
+                            failure = (Int32(n), .transportError(code: Self.transportCode(liberr: Int32(n)),
+                                                                 reason: ngtcp2Message(Int32(n)), remote: false))
                             return 0
                         }
                     }
-                    if n >= 0 {
-                        packetLength = Int(n)
-                        ecn = UInt8(truncatingIfNeeded: info.ecn)
-                        return Int(n)
-                    }
-                    switch Int32(n) {
-                    case NGTCP2_ERR_WRITE_MORE:
-                        continue
-                    case NGTCP2_ERR_STREAM_DATA_BLOCKED:
-                        application?.streamBlocked(streamID: streamID)
-                        continue
-                    case NGTCP2_ERR_STREAM_SHUT_WR, NGTCP2_ERR_STREAM_NOT_FOUND:
-                        application?.streamWriteClosed(streamID: streamID)
-                        continue
-                    default:
-                        failure = (Int32(n), .transportError(code: Self.transportCode(liberr: Int32(n)),
-                                                             reason: ngtcp2Message(Int32(n)), remote: false))
-                        return 0
-                    }
                 }
+                if failure != nil || packetLength == 0 { break packetLoop }
+                // Destination per packet: while a new path is validated, ngtcp2 writes
+                // PATH_CHALLENGE to one address and other packets to another in the same burst.
+                batch.append(length: packetLength, destination: packetRemote(), ecn: ecn)
             }
-            if failure != nil || packetLength == 0 { break packetLoop }
-            lengths.append(packetLength)
-            codepoints.append(ecn)
-            remotes.append(packetRemote(&lastRemote))
-        }
-
-        if !lengths.isEmpty {
-            var datagrams: [OutboundDatagram] = []
-            datagrams.reserveCapacity(lengths.count)
-            for index in lengths.indices {
-                if let packet = buffer.readSlice(length: lengths[index]) {
-                    datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remotes[index],
-                                                      ecn: Self.ecnState(codepoints[index])))
-                }
+            if batch.packetCount > 0 {
+                logger.trace("write packets", metadata: ["count": "\(batch.packetCount)",
+                                                         "messages": "\(batch.messages.count)"])
             }
-            logger.trace("write packets", metadata: ["count": "\(datagrams.count)", "to": "\(remotes[0])"])
-            host?.send(datagrams, from: self)
         }
         if let (liberr, error) = failure {
             close(liberr: liberr, error: error)
             return
         }
-        if lengths.count == Self.batchLimit {
-            // More to send: yield to the event loop (reads, other connections), then go on.
-            scheduleWrite()
-        } else {
+        if written > 0 {
             ngtcp2_conn_update_pkt_tx_time(conn, ts)
         }
         armTimer()
@@ -683,10 +677,10 @@ package final class ConnectionCore: @unchecked Sendable {
 
     /// The destination of the packet just written; builds a `SocketAddress` only when the
     /// path's remote address differs from the previous packet's.
-    private func packetRemote(_ last: inout (raw: sockaddr_storage, length: Int, address: SocketAddress)?) -> SocketAddress {
+    private func packetRemote() -> SocketAddress {
         let remote = writePath.pointee.path.remote
         let length = min(Int(remote.addrlen), MemoryLayout<sockaddr_storage>.size)
-        if let previous = last, previous.length == length, let addr = remote.addr {
+        if let previous = lastWriteRemote, previous.length == length, let addr = remote.addr {
             var raw = previous.raw
             let same = withUnsafeBytes(of: &raw) { bytes in bytes.baseAddress.map { memcmp($0, addr, length) == 0 } ?? false }
             if same { return previous.address }
@@ -698,7 +692,7 @@ package final class ConnectionCore: @unchecked Sendable {
                 if let base = bytes.baseAddress { memcpy(base, addr, length) }
             }
         }
-        last = (raw, length, address)
+        lastWriteRemote = (raw, length, address)
         return address
     }
 
@@ -866,15 +860,6 @@ package final class ConnectionCore: @unchecked Sendable {
         case .transportCapableFlag1: return 1
         case .transportCapableFlag0: return 2
         case .congestionExperienced: return 3
-        }
-    }
-
-    private static func ecnState(_ codepoint: UInt8) -> NIOExplicitCongestionNotificationState? {
-        switch codepoint & 0x3 {
-        case 1: return .transportCapableFlag1
-        case 2: return .transportCapableFlag0
-        case 3: return .congestionExperienced
-        default: return nil
         }
     }
 }

@@ -82,6 +82,16 @@ public final class QUICListener: Sendable {
         return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
     }
 
+    /// What the listener's UDP socket handed to and got from the kernel, and whether GSO and
+    /// GRO are on (for tests and diagnostics).
+    package func socketStatistics() async throws -> (statistics: UDPSocketStatistics, segmentationOffload: Bool,
+                                                      receiveOffload: Bool) {
+        let endpoint = self.endpoint
+        return try await endpoint.eventLoop.submit {
+            (endpoint.socket.statistics, endpoint.socket.segmentationOffloadEnabled, endpoint.socket.receiveOffloadEnabled)
+        }.get()
+    }
+
     /// Drops every connection's state without telling the peers (tests of stateless reset).
     package func abandonAllConnections() async throws {
         let endpoint = self.endpoint

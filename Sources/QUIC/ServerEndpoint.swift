@@ -239,7 +239,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         let tokenLength = Int(NGTCP2_STATELESS_RESET_TOKENLEN)
         let minimumRandom = Int(NGTCP2_MIN_STATELESS_RESET_RANDLEN)
         let incoming = datagram.buffer.readableBytes
-        guard incoming > 1 + minimumRandom + tokenLength + 1, !id.bytes.isEmpty else {
+        guard incoming > 1 + minimumRandom + tokenLength + 1, id.count > 0 else {
             statistics.droppedDatagrams += 1
             return
         }

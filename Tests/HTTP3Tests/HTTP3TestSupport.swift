@@ -4,6 +4,7 @@ import HTTPAPI
 import HTTPTypes
 import NIOCore
 import QUIC
+import QUICSocket
 import QUICTestSupport
 
 /// Records what handlers saw, for tests to check.
@@ -135,12 +136,16 @@ struct HTTP3Fixture {
     let client: HTTP3Transport
     let observations: Observations
 
-    static func start(_ adjust: (inout HTTP3ServerConfiguration) -> Void = { _ in }) async throws -> HTTP3Fixture {
+    /// - Parameter socketOptions: UDP socket options for both the server and the client.
+    static func start(socketOptions: UDPSocketOptions = .init(),
+                      _ adjust: (inout HTTP3ServerConfiguration) -> Void = { _ in }) async throws -> HTTP3Fixture {
         let observations = Observations()
         var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h3"]))
         adjust(&configuration)
-        let server = try await HTTP3Server.bind(configuration: configuration, handler: TestHandler(observations: observations))
-        let client = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"])))
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: TestHandler(observations: observations),
+                                                socketOptions: socketOptions)
+        let client = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"]),
+                                                         socketOptions: socketOptions))
         return HTTP3Fixture(server: server, client: client, observations: observations)
     }
 

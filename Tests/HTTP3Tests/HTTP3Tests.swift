@@ -4,6 +4,7 @@ import HTTPAPI
 import HTTPTypes
 import NIOCore
 import QUIC
+import QUICSocket
 import QUICTestSupport
 import Testing
 
@@ -64,6 +65,25 @@ extension HTTP3Tests {
             let expectedHash = await PatternGenerator.hash(seed: 9, total: total)
             #expect(received == total)
             #expect(hash == expectedHash)
+        }
+        await fixture.stop()
+    }
+
+    @Test("with GSO, GRO or both off on both sides (UDPSocketOptions), a 20 MB upload and download arrive byte-exact",
+          arguments: [(false, false), (false, true), (true, false)])
+    func transfersWithoutOffloads(segmentation: Bool, receive: Bool) async throws {
+        let options = UDPSocketOptions(segmentationOffload: segmentation, receiveOffload: receive)
+        let fixture = try await HTTP3Fixture.start(socketOptions: options)
+        try await fixture.runHeavy(120) {
+            let total = 20 << 20
+            let upload = HTTPBody(LazyPattern(seed: 21, total: total), length: Int64(total))
+            let uploaded = try await fixture.client.roundTrip(fixture.request(.post, "/sha256"), body: upload)
+            let text = String(buffer: try await uploaded.body.collect(upTo: 1024))
+            #expect(text == "\(total) \(hex(await PatternGenerator.hash(seed: 21, total: total)))")
+            let response = try await fixture.client.roundTrip(fixture.request(.get, "/bytes?n=\(total)&seed=22"))
+            let (hash, received) = try await hashBody(response.body)
+            #expect(received == total)
+            #expect(hash == (await PatternGenerator.hash(seed: 22, total: total)))
         }
         await fixture.stop()
     }

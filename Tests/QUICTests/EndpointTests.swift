@@ -148,7 +148,10 @@ struct EndpointTests {
             await connection.close()
         }
         let stats = try await server.listener.statistics()
-        #expect(stats.retriesSent == 1)
+        // One Retry per token-less Initial: usually one, but on a loaded machine the client's
+        // probe timeout can repeat its first Initial before the Retry is read (seen in a full
+        // run at load average 13), and that copy gets its own Retry.
+        #expect(stats.retriesSent >= 1)
         #expect(stats.invalidTokens == 0)
     }
 

@@ -84,6 +84,22 @@ struct UnitTests {
         #expect(ConnectionID([0x0a, 0xff])?.description == "0aff")
     }
 
+    @Test("connection IDs kept inline: every length round-trips; the length is part of equality and hash")
+    func connectionIDStorage() {
+        for length in 0...20 {
+            let bytes = (0..<length).map { UInt8(200 + $0) }
+            let id = ConnectionID(bytes)
+            #expect(id?.bytes == bytes)
+            #expect(id.map { ConnectionID($0.cid) } == id)
+        }
+        // Zero bytes of different lengths are different IDs (the storage past the length is zero too).
+        let ids = [[], [0], [0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0]].compactMap { ConnectionID($0) }
+        #expect(Set(ids).count == 4)
+        var routes: [ConnectionID: Int] = [:]
+        for (index, id) in ids.enumerated() { routes[id] = index }
+        #expect(ids.enumerated().allSatisfy { routes[ConnectionID($0.element.bytes)!] == $0.offset })
+    }
+
     @Test("stateless reset tokens depend on the key and the connection ID only")
     func resetTokens() {
         let key = StatelessResetKey(secret: Array(repeating: 9, count: 32))
