@@ -48,14 +48,44 @@ final class HTTP2ClientConnection: Sendable {
         let isIPLiteral = (try? SocketAddress(ipAddress: name, port: 0)) != nil
         let serverName = isIPLiteral ? nil : name
         let waiter = HandshakeWaiter()
+        let state = NIOLockedValueBox(State())
+        let permitsBox = NIOLockedValueBox<StreamPermits?>(nil)
+        let multiplexerBox = NIOLockedValueBox<NIOHTTP2Handler.StreamMultiplexer?>(nil)
+        let permits = max(1, configuration.maxConcurrentStreams)
+        let window = configuration.initialWindowSize
+        let logger = transport.logger
+        // The whole pipeline goes in at once: the server's SETTINGS follow its last handshake
+        // bytes at once, and the HTTP/2 handler must be there to read them.
         let bootstrap = ClientBootstrap(group: transport.eventLoopGroup)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: serverName)
-                    try channel.pipeline.syncOperations.addHandler(tls)
-                    try channel.pipeline.syncOperations.addHandler(waiter)
+                    let operations = channel.pipeline.syncOperations
+                    try operations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
+                    try operations.addHandler(waiter)
+                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+                    connection.initialSettings = [
+                        HTTP2Setting(parameter: .enablePush, value: 0),
+                        HTTP2Setting(parameter: .maxConcurrentStreams, value: 0),
+                        HTTP2Setting(parameter: .initialWindowSize, value: window),
+                        HTTP2Setting(parameter: .maxHeaderListSize, value: 256 << 10),
+                    ]
+                    connection.targetWindowSize = min(16 << 20, window * 4)
+                    var stream = NIOHTTP2Handler.StreamConfiguration()
+                    stream.targetWindowSize = window
+                    stream.outboundBufferSizeHighWatermark = 256 << 10
+                    stream.outboundBufferSizeLowWatermark = 64 << 10
+                    let handler = NIOHTTP2Handler(mode: .client, eventLoop: channel.eventLoop,
+                                                  connectionConfiguration: connection, streamConfiguration: stream,
+                                                  inboundStreamInitializer: { pushed in pushed.close() })
+                    try operations.addHandler(handler)
+                    try operations.addHandler(GoAwayObserver(state: state, logger: logger, onGoAway: {
+                        // Requests waiting for a stream here go to a new connection at once.
+                        permitsBox.withLockedValue { $0 }?.close(HTTPError.requestRejected)
+                    }))
+                    let multiplexer = try handler.syncMultiplexer()
+                    multiplexerBox.withLockedValue { $0 = multiplexer }
                 }
             }
         let channel: any Channel
@@ -77,35 +107,12 @@ final class HTTP2ClientConnection: Sendable {
             throw HTTPError.protocolError("the server at \(origin) did not agree to HTTP/2 in ALPN "
                                           + "(it chose \(negotiated.map { "\"\($0)\"" } ?? "nothing"))")
         }
-        let state = NIOLockedValueBox(State())
-        let permitsBox = NIOLockedValueBox<StreamPermits?>(nil)
-        let permits = max(1, configuration.maxConcurrentStreams)
-        let window = configuration.initialWindowSize
-        let (multiplexer, info) = try await channel.eventLoop.submit {
-            () throws -> (NIOHTTP2Handler.StreamMultiplexer, HTTPConnectionInfo) in
-            var connection = NIOHTTP2Handler.ConnectionConfiguration()
-            connection.initialSettings = [
-                HTTP2Setting(parameter: .enablePush, value: 0),
-                HTTP2Setting(parameter: .maxConcurrentStreams, value: 0),
-                HTTP2Setting(parameter: .initialWindowSize, value: window),
-                HTTP2Setting(parameter: .maxHeaderListSize, value: 256 << 10),
-            ]
-            connection.targetWindowSize = min(16 << 20, window * 16)
-            var stream = NIOHTTP2Handler.StreamConfiguration()
-            stream.targetWindowSize = window
-            stream.outboundBufferSizeHighWatermark = 256 << 10
-            stream.outboundBufferSizeLowWatermark = 64 << 10
-            let handler = NIOHTTP2Handler(mode: .client, eventLoop: channel.eventLoop, connectionConfiguration: connection,
-                                          streamConfiguration: stream,
-                                          inboundStreamInitializer: { pushed in pushed.close() })
-            let operations = channel.pipeline.syncOperations
-            try operations.addHandler(handler)
-            try operations.addHandler(GoAwayObserver(state: state, logger: transport.logger, onGoAway: {
-                // Requests waiting for a stream here go to a new connection at once.
-                permitsBox.withLockedValue { $0 }?.close(HTTPError.requestRejected)
-            }))
-            let multiplexer = try handler.syncMultiplexer()
-            let tls = try operations.handler(type: NIOSSLClientHandler.self)
+        guard let multiplexer = multiplexerBox.withLockedValue({ $0 }) else {
+            channel.close(promise: nil)
+            throw HTTPError.connectionClosed("the connection closed during set-up")
+        }
+        let info = try await channel.eventLoop.submit { () throws -> HTTPConnectionInfo in
+            let tls = try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self)
             let version: String
             switch tls.tlsVersion {
             case .tlsv13?: version = "TLSv1.3"
@@ -115,13 +122,12 @@ final class HTTP2ClientConnection: Sendable {
             case nil: version = "TLS"
             }
             let certificate = tls.peerCertificate
-            let info = HTTPConnectionInfo(
+            return HTTPConnectionInfo(
                 transport: "tcp", localAddress: channel.localAddress.map(endpointText),
                 remoteAddress: channel.remoteAddress.map(endpointText), tlsParameters: version,
                 applicationProtocol: "h2", sessionResumed: false,
                 peerCertificateSubject: nil, peerCertificateIssuer: nil,
                 peerCertificateNotAfter: certificate.map { Int($0.notValidAfter) })
-            return (multiplexer, info)
         }.get()
         let connection = HTTP2ClientConnection(channel: channel, multiplexer: multiplexer, info: info,
                                                idleTimeout: configuration.idleConnectionTimeout, maxStreams: permits,
@@ -199,7 +205,8 @@ final class HTTP2ClientConnection: Sendable {
         do {
             try await withTaskCancellationHandler {
                 let head = HeaderConversion.headers(request)
-                try await writer.write(HTTP2Frame.FramePayload.headers(.init(headers: head, endStream: body == nil)))
+                // Waits until the stream is open (within the server's stream limit) and its HEADERS went out.
+                try await stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: head, endStream: body == nil))).get()
             } onCancel: {
                 stream.close(promise: nil)
             }
@@ -369,8 +376,8 @@ final class HandshakeWaiter: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// Watches the connection's own frames for GOAWAY and swallows connection errors (the
-/// connection closes; its requests fail with mapped errors).
+/// Watches the connection's own frames for GOAWAY, and the errors NIOHTTP2 reports: either
+/// way the connection takes no new requests.
 final class GoAwayObserver: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
     private let state: NIOLockedValueBox<HTTP2ClientConnection.State>
@@ -397,8 +404,17 @@ final class GoAwayObserver: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
+        // NIOHTTP2 reports stream errors here too: the connection stays, but takes no new
+        // requests (after a connection error NIOHTTP2 has sent GOAWAY; the idle timer closes it).
+        logger.debug("HTTP/2 error", metadata: ["error": "\(error)"])
+        switch error {
+        case is NIOHTTP2Errors.StreamClosed, is NIOHTTP2Errors.NoSuchStream, is NIOHTTP2Errors.ContentLengthViolated,
+             is NIOHTTP2Errors.StreamError:
+            return  // one stream's trouble, reported to that stream
+        default:
+            state.withLockedValue { $0.usable = false }
+            onGoAway()
+        }
     }
 }
 

@@ -395,8 +395,8 @@ struct StreamDelegates: NIOHTTP2StreamDelegate {
     }
 }
 
-/// Logs and swallows errors that reach the end of a connection's pipeline (a failed handshake,
-/// a protocol error): that connection closes, the server carries on.
+/// Logs errors that reach the end of a connection's pipeline (a failed handshake, a protocol
+/// error, a stream error) so that they do not go unhandled; the server carries on.
 final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     let logger: Logger
@@ -404,7 +404,9 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     init(logger: Logger) { self.logger = logger }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // TLS failures close the connection by themselves; NIOHTTP2 reports stream errors here
+        // too (a reset stream must not take the connection down), and after a connection error
+        // it has sent GOAWAY: the client closes, or the idle timeout does.
         logger.debug("connection error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
     }
 }
