@@ -94,12 +94,18 @@ final class HTTP2ClientConnection: Sendable {
         } catch {
             throw mapConnectError(error, origin: origin)
         }
+        // The handshake gets what is left of the connect timeout; the waiter fails itself then
+        // (a waiting task cannot be interrupted, so the timer completes it instead).
+        let timeout = channel.eventLoop.scheduleTask(in: TimeAmount(configuration.connectTimeout)) {
+            waiter.fail(HTTPError.connectTimeout)
+        }
         let negotiated: String?
         do {
-            negotiated = try await http2Deadline(configuration.connectTimeout) { try await waiter.result.get() }
+            negotiated = try await waiter.result.get()
+            timeout.cancel()
         } catch {
+            timeout.cancel()
             channel.close(promise: nil)
-            if let error = error as? HTTPError, error == .requestTimeout { throw HTTPError.connectTimeout }
             throw mapHandshakeError(error)
         }
         guard negotiated == "h2" else {
@@ -344,6 +350,11 @@ final class HandshakeWaiter: ChannelInboundHandler, @unchecked Sendable {
                 if let done { continuation.resume(with: done) }
             }
         }
+    }
+
+    /// Ends the wait with `error` unless the handshake already ended.
+    func fail(_ error: any Error) {
+        complete(.failure(error))
     }
 
     private func complete(_ result: Result<String?, any Error>) {
