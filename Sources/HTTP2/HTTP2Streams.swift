@@ -15,6 +15,8 @@ final class HTTP2BodySource: HTTPBodySource, @unchecked Sendable {
     private var _trailers: HTTPFields?
     private var failure: (any Error)?
     private var endReported = false
+    /// Frames fetched from the reader in one batch, not handed out yet (the reading task's own).
+    private var fetched = CircularBuffer<HTTP2Frame.FramePayload>()
     private let onEnd: (@Sendable () -> Void)?
     private let onCancel: @Sendable () -> Void
 
@@ -59,11 +61,16 @@ final class HTTP2BodySource: HTTPBodySource, @unchecked Sendable {
             do {
                 // A cancelled reader resets the stream (the peer sees CANCEL).
                 try Task.checkCancellation()
-                frame = try await withTaskCancellationHandler {
-                    try await reader.next()
-                } onCancel: { [onCancel] in
-                    onCancel()
+                if fetched.isEmpty {
+                    // Everything that arrived so far, in one hop to the event loop.
+                    let batch = try await withTaskCancellationHandler {
+                        try await reader.nextBatch()
+                    } onCancel: { [onCancel] in
+                        onCancel()
+                    }
+                    fetched.append(contentsOf: batch)
                 }
+                frame = fetched.popFirst()
                 try Task.checkCancellation()
             } catch is CancellationError {
                 onCancel()

@@ -12,7 +12,7 @@ final class InboundReader<Message: Sendable>: ChannelInboundHandler, @unchecked 
 
     let eventLoop: any EventLoop
     private let lowWatermark: Int
-    private var buffered = CircularBuffer<Message>()
+    fileprivate var buffered = CircularBuffer<Message>()
     private var end: Result<Void, any Error>?
     private var waiter: EventLoopPromise<Message?>?
     private var context: ChannelHandlerContext?
@@ -76,7 +76,7 @@ final class InboundReader<Message: Sendable>: ChannelInboundHandler, @unchecked 
         }
     }
 
-    private func readIfNeeded() {
+    fileprivate func readIfNeeded() {
         guard end == nil, buffered.count < lowWatermark, let context else { return }
         context.read()
     }
@@ -105,6 +105,20 @@ extension InboundReader {
     /// The next message, `nil` once the channel closed cleanly.
     func next() async throws -> Message? {
         try await eventLoop.flatSubmit { self.nextOnLoop() }.get()
+    }
+
+    /// Every message buffered now, in one hop to the event loop (waiting for one if none is);
+    /// empty once the channel closed cleanly.
+    func nextBatch() async throws -> [Message] {
+        try await eventLoop.flatSubmit { () -> EventLoopFuture<[Message]> in
+            if !self.buffered.isEmpty {
+                let all = Array(self.buffered)
+                self.buffered.removeAll(keepingCapacity: true)
+                self.readIfNeeded()
+                return self.eventLoop.makeSucceededFuture(all)
+            }
+            return self.nextOnLoop().map { $0.map { [$0] } ?? [] }
+        }.get()
     }
 }
 
