@@ -203,12 +203,13 @@ struct EndToEndTests {
             let client = fixture.client
             let requests = (0..<10).map { _ in
                 Task { () throws -> String in
-                    let response = try await client.roundTrip(fixture.request(.get, "/slow?ms=800"))
+                    // Long enough that all ten are in the handler at once even on a loaded machine.
+                    let response = try await client.roundTrip(fixture.request(.get, "/slow?ms=3000"))
                     return String(buffer: try await response.body.collect(upTo: 100))
                 }
             }
             // Wait until every request reached the handler.
-            for _ in 0..<100 where await fixture.observations.inFlight < 10 {
+            for _ in 0..<500 where await fixture.observations.inFlight < 10 {
                 try await Task.sleep(for: .milliseconds(20))
             }
             #expect(await fixture.observations.inFlight == 10)
