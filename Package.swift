@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "QUIC", targets: ["QUIC"]),
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
+        .library(name: "HTTP2", targets: ["HTTP2"]),
+        .library(name: "HTTPServer", targets: ["HTTPServer"]),
         .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
         .library(name: "NetSim", targets: ["NetSim"]),
@@ -25,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // System libraries (Debian packages). Shims wrap the function-like macros
@@ -82,12 +86,43 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // HTTP/2 (and HTTP/1.1) over TCP + TLS with swift-nio-http2 and swift-nio-ssl: the
+        // client transport and the server, behind the same HTTPAPI as HTTP/3.
+        .target(
+            name: "HTTP2",
+            dependencies: [
+                "HTTPAPI", "QUIC",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // HTTP/3 and HTTP/2 on one port (UDP + TCP), with Alt-Svc advertising HTTP/3.
+        .target(
+            name: "HTTPServer",
+            dependencies: [
+                "HTTP2", "HTTP3", "HTTPAPI", "QUIC", "QUICSocket",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The h3 command line tool (a curl-like client and `h3 serve`), as a library so that
         // tests can reach its parsers; the executable only calls into it.
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICSocket", "HTTP3", "HTTPAPI",
+                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -137,7 +172,7 @@ let package = Package(
         .testTarget(
             name: "HTTP3Tests",
             dependencies: [
-                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport", "NetSim",
+                "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport", "NetSim",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -173,7 +208,7 @@ let package = Package(
         // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.
         .executableTarget(
             name: "H3Bench",
-            dependencies: ["QUIC", "HTTP3", "HTTPAPI",
+            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI",
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/H3Bench",

@@ -73,6 +73,8 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var goawayID: Int64?
     /// Server: shutting down gracefully.
     private(set) var shuttingDown = false
+    /// Whether the control and QPACK streams are bound (the handshake completed).
+    private var streamsBound = false
     private(set) var closeError: QUICError?
     private(set) var isClosed = false
     /// Called (on the loop) when the connection becomes unusable for new requests.
@@ -228,8 +230,16 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     /// Server: stop taking new requests (GOAWAY), finish the ones in flight, then close.
     func beginGracefulShutdown() {
-        guard role == .server, !shuttingDown, let h3, !isClosed else { return }
+        guard role == .server, !shuttingDown, h3 != nil, !isClosed else { return }
         shuttingDown = true
+        // Before the handshake completed there is no control stream to carry GOAWAY (nghttp3
+        // asserts on it): the GOAWAY goes out as soon as the handshake binds it.
+        if streamsBound { sendGoAway() }
+    }
+
+    /// The two GOAWAYs of a graceful shutdown (the control stream is bound).
+    private func sendGoAway() {
+        guard let h3, !isClosed else { return }
         // A first GOAWAY announces the shutdown; the final one (with the last stream we will
         // serve) follows a round trip later, so requests already on their way are not lost.
         _ = nghttp3_conn_submit_shutdown_notice(h3)
@@ -595,6 +605,9 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             throw QUICError.internalError("nghttp3 could not bind its streams")
         }
         qpackEncoderStreamID = encoder
+        streamsBound = true
+        // A shutdown that began during the handshake.
+        if shuttingDown { sendGoAway() }
     }
 
     func streamOpened(streamID: Int64) {}
