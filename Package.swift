@@ -145,6 +145,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "HTTPAPITests",
+            dependencies: ["HTTPAPI"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "H3ToolTests",
             dependencies: [
                 "H3Tool", "h3", "QUIC", "QUICTestSupport",
