@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 
@@ -46,13 +49,18 @@ public struct UDPSocketOptions: Sendable, Hashable {
     public var sendBufferSize: Int?
     /// Whether ECN codepoints are read from and written to the IP header.
     public var explicitCongestionNotification: Bool
+    /// Whether several sockets may bind the same address and port (`SO_REUSEPORT`): the
+    /// kernel then spreads flows over them by their addresses, as a layer-4 load balancer
+    /// spreads them over server instances. Every socket sharing the port must set it.
+    public var reusePort: Bool
 
-    /// Options with sensible defaults: 4 MiB buffers, ECN on.
+    /// Options with sensible defaults: 4 MiB buffers, ECN on, no port sharing.
     public init(receiveBufferSize: Int? = 4 << 20, sendBufferSize: Int? = 4 << 20,
-                explicitCongestionNotification: Bool = true) {
+                explicitCongestionNotification: Bool = true, reusePort: Bool = false) {
         self.receiveBufferSize = receiveBufferSize
         self.sendBufferSize = sendBufferSize
         self.explicitCongestionNotification = explicitCongestionNotification
+        self.reusePort = reusePort
     }
 }
 
@@ -125,6 +133,9 @@ package final class UDPSocket {
         }
         if options.explicitCongestionNotification {
             bootstrap = bootstrap.channelOption(.explicitCongestionNotification, value: true)
+        }
+        if options.reusePort {
+            bootstrap = bootstrap.channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
         }
         return bootstrap.channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
