@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "QUIC", targets: ["QUIC"]),
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
+        .library(name: "ChoosingClient", targets: ["ChoosingClient"]),
         .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
         .library(name: "NetSim", targets: ["NetSim"]),
@@ -81,6 +82,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The client that chooses between HTTP/3 and HTTP/2: Alt-Svc discovery, racing, fallback.
+        .target(
+            name: "ChoosingClient",
+            dependencies: [
+                "HTTP3", "HTTPAPI",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The h3 command line tool (a curl-like client and `h3 serve`), as a library so that
         // tests can reach its parsers; the executable only calls into it.
         .target(
@@ -141,6 +153,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ChoosingClientTests",
+            dependencies: [
+                "ChoosingClient", "HTTP3", "HTTPAPI", "QUIC", "QUICTestSupport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
