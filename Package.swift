@@ -98,7 +98,7 @@ let package = Package(
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICSocket", "HTTP3", "HTTPAPI",
+                "QUIC", "QUICSocket", "HTTP3", "HTTPAPI", "ChoosingClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -174,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport",
+                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTPAPI",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

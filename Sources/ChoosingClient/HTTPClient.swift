@@ -149,12 +149,14 @@ public final class HTTPClient: HTTPRoundTripper {
         try AltSvcCacheFile.save(cache, to: path, now: configuration.now())
     }
 
-    /// Saves the Alt-Svc cache (when configured) and closes every connection.
-    public func shutdown() async {
-        do {
-            try saveAltSvcCache()
-        } catch {
-            logger.warning("could not save the Alt-Svc cache", metadata: ["error": "\(error)"])
+    /// Saves the Alt-Svc cache (when configured and `savingAltSvcCache`) and closes every connection.
+    public func shutdown(savingAltSvcCache: Bool = true) async {
+        if savingAltSvcCache {
+            do {
+                try saveAltSvcCache()
+            } catch {
+                logger.warning("could not save the Alt-Svc cache", metadata: ["error": "\(error)"])
+            }
         }
         eventContinuation.finish()
         await http3.shutdown()
