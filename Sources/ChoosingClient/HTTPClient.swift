@@ -86,7 +86,8 @@ public final class HTTPClient: HTTPRoundTripper {
         var cache: AltSvcCache
         var broken: BrokenAlternatives
         var routes: [AltSvcOrigin: Route] = [:]
-        var quicAttempts: Set<Endpoint> = []
+        /// QUIC connection attempts under way, shared by every request that waits on one.
+        var quicAttempts: [Endpoint: Task<Result<Void, any Error>, Never>] = [:]
         var events: [HTTPClientEvent] = []
     }
 
@@ -182,14 +183,14 @@ public final class HTTPClient: HTTPRoundTripper {
         guard let endpoint = h3Endpoint(for: origin) else {
             return try await viaHTTP2(request, body: body, options: options, origin: origin)
         }
-        let (route, attempting) = state.withLockedValue { ($0.routes[origin], $0.quicAttempts.contains(endpoint)) }
+        let route = state.withLockedValue { $0.routes[origin] }
         switch route {
         case .http3(let working) where working == endpoint:
             return try await viaHTTP3WithFallback(request, body: body, options: options, origin: origin, endpoint: endpoint)
         case .http2?, .http3?:
             // HTTP/2 carries the requests; QUIC is tried again in the background (its broken
             // period is over, or the alternative changed), and takes over once it connects.
-            if !attempting { _ = startQUICAttempt(origin: origin, endpoint: endpoint, report: nil) }
+            _ = startQUICAttempt(origin: origin, endpoint: endpoint)
             return try await viaHTTP2(request, body: body, options: options, origin: origin)
         case nil:
             switch try await race(origin: origin, endpoint: endpoint) {
@@ -238,10 +239,9 @@ public final class HTTPClient: HTTPRoundTripper {
     func race(origin: AltSvcOrigin, endpoint: Endpoint) async throws -> Winner {
         guard let http2 else { throw HTTPError.invalidRequest("no HTTP/2 transport to race against") }
         let (steps, continuation) = AsyncStream.makeStream(of: RaceStep.self)
-        let attempting = state.withLockedValue { $0.quicAttempts.contains(endpoint) }
-        if !attempting {
-            _ = startQUICAttempt(origin: origin, endpoint: endpoint) { continuation.yield(.quic($0)) }
-        }
+        // Join an attempt under way (a concurrent request started it) or start one.
+        let attempt = startQUICAttempt(origin: origin, endpoint: endpoint)
+        Task { continuation.yield(.quic(await attempt.value)) }
         let delay = configuration.raceDelay
         let timer = Task {
             try? await Task.sleep(for: delay)
@@ -269,7 +269,6 @@ public final class HTTPClient: HTTPRoundTripper {
                 }
             }
         }
-        if attempting { startTCP() }  // a QUIC attempt already runs: do not wait for it
         for await step in steps {
             switch step {
             case .quic(.success):
@@ -286,44 +285,58 @@ public final class HTTPClient: HTTPRoundTripper {
                 }
                 return state.withLockedValue { $0.routes[origin] } == .http3(endpoint) ? .http3 : .http2
             case .tcp(.failure(let error)):
-                if quicError != nil || attempting { throw error }
+                if quicError != nil { throw error }
                 tcpError = error
             }
         }
         throw CancellationError()
     }
 
-    /// Starts a background QUIC connection to `endpoint`; records its outcome, the route and
-    /// a broken mark, and tells `report`.
-    @discardableResult
-    private func startQUICAttempt(origin: AltSvcOrigin, endpoint: Endpoint,
-                                  report: (@Sendable (Result<Void, any Error>) -> Void)?) -> Task<Void, Never> {
-        state.withLockedValue { _ = $0.quicAttempts.insert(endpoint) }
-        record(.quicStarted(endpoint: endpoint.description))
-        let alternative = endpoint.host == origin.host && endpoint.port == origin.port ? nil : (endpoint.host, endpoint.port)
-        return Task {
+    /// Starts a background QUIC connection to `endpoint` (or returns the one under way);
+    /// records its outcome, the route and a broken mark. Requests racing it await the task.
+    private func startQUICAttempt(origin: AltSvcOrigin, endpoint: Endpoint) -> Task<Result<Void, any Error>, Never> {
+        let alternative = endpoint.host == origin.host && endpoint.port == origin.port ? nil : (host: endpoint.host, port: endpoint.port)
+        let http3 = self.http3
+        // The task waits until it is registered (or finds another attempt was first), so that it
+        // never finishes before its registration.
+        let (registered, registration) = AsyncStream.makeStream(of: Bool.self)
+        let task = Task { () -> Result<Void, any Error> in
+            var go = false
+            for await decision in registered {
+                go = decision
+                break
+            }
+            guard go else { return .failure(CancellationError()) }
             do {
-                try await http3.prepareConnection(host: origin.host, port: origin.port,
-                                                  alternative: alternative.map { (host: $0.0, port: $0.1) })
+                try await http3.prepareConnection(host: origin.host, port: origin.port, alternative: alternative)
                 state.withLockedValue { state in
-                    state.quicAttempts.remove(endpoint)
+                    state.quicAttempts[endpoint] = nil
                     state.routes[origin] = .http3(endpoint)
                     state.broken.markWorking(BrokenAlternatives.Key(protocolID: "h3", host: endpoint.host, port: endpoint.port))
                 }
                 record(.quicConnected(endpoint: endpoint.description))
-                report?(.success(()))
+                return .success(())
             } catch {
                 record(.quicFailed(endpoint: endpoint.description, reason: "\(error)"))
                 markBroken(origin: origin, endpoint: endpoint)
-                report?(.failure(error))
+                return .failure(error)
             }
         }
+        let (attempt, isNew) = state.withLockedValue { state in
+            if let existing = state.quicAttempts[endpoint] { return (existing, false) }
+            state.quicAttempts[endpoint] = task
+            return (task, true)
+        }
+        if isNew { record(.quicStarted(endpoint: endpoint.description)) }
+        registration.yield(isNew)
+        registration.finish()
+        return attempt
     }
 
     private func markBroken(origin: AltSvcOrigin, endpoint: Endpoint) {
         let now = configuration.now()
         let seconds = state.withLockedValue { state -> Double in
-            state.quicAttempts.remove(endpoint)
+            state.quicAttempts[endpoint] = nil
             if state.routes[origin] == .http3(endpoint) { state.routes[origin] = nil }
             return state.broken.markBroken(BrokenAlternatives.Key(protocolID: "h3", host: endpoint.host, port: endpoint.port),
                                            now: now)
