@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "QUIC", targets: ["QUIC"]),
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
+        .library(name: "HTTP2", targets: ["HTTP2"]),
+        .library(name: "HTTPServer", targets: ["HTTPServer"]),
         .library(name: "ChoosingClient", targets: ["ChoosingClient"]),
         .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
@@ -26,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // System libraries (Debian packages). Shims wrap the function-like macros
@@ -66,6 +70,7 @@ let package = Package(
             dependencies: [
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -82,11 +87,42 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // HTTP/2 (and HTTP/1.1) over TCP + TLS with swift-nio-http2 and swift-nio-ssl: the
+        // client transport and the server, behind the same HTTPAPI as HTTP/3.
+        .target(
+            name: "HTTP2",
+            dependencies: [
+                "HTTPAPI", "QUIC",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // HTTP/3 and HTTP/2 on one port (UDP + TCP), with Alt-Svc advertising HTTP/3.
+        .target(
+            name: "HTTPServer",
+            dependencies: [
+                "HTTP2", "HTTP3", "HTTPAPI", "QUIC", "QUICSocket",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The client that chooses between HTTP/3 and HTTP/2: Alt-Svc discovery, racing, fallback.
         .target(
             name: "ChoosingClient",
             dependencies: [
-                "HTTP3", "HTTPAPI",
+                "HTTP3", "HTTP2", "HTTPAPI", "QUIC",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -98,7 +134,7 @@ let package = Package(
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICSocket", "HTTP3", "HTTPAPI", "ChoosingClient",
+                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -148,7 +184,7 @@ let package = Package(
         .testTarget(
             name: "HTTP3Tests",
             dependencies: [
-                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport",
+                "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -159,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "ChoosingClientTests",
             dependencies: [
-                "ChoosingClient", "HTTP3", "HTTPAPI", "QUIC", "QUICTestSupport",
+                "ChoosingClient", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "QUIC", "QUICTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -174,7 +210,7 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTPAPI",
+                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -1,9 +1,11 @@
 import Foundation
+import HTTP2
 import HTTP3
 import HTTPAPI
 import HTTPTypes
 import Logging
 import NIOConcurrencyHelpers
+import QUIC
 
 /// A client that chooses between HTTP/3 and HTTP/2 the way browsers and curl do.
 ///
@@ -126,6 +128,17 @@ public final class HTTPClient: HTTPRoundTripper {
         altSvcCacheLoadError = loadError
         state = NIOLockedValueBox(State(cache: cache, broken: BrokenAlternatives(initialDelay: initialDelay, maxDelay: maxDelay)))
         (events, eventContinuation) = AsyncStream.makeStream(of: HTTPClientEvent.self, bufferingPolicy: .bufferingNewest(1000))
+    }
+
+    /// Creates a client with its own HTTP/3 and HTTP/2 transports sharing `tls` (verification
+    /// on by default; the ALPN lists are set per transport) and `resolve` (curl's `--resolve`:
+    /// `"host:port" -> "address"`).
+    public convenience init(configuration: Configuration = Configuration(),
+                            tls: QUICTLSConfiguration = .makeClientConfiguration(applicationProtocols: ["h3"]),
+                            resolve: [String: String] = [:], logger: Logger = Logger(label: "swift-h3.client")) {
+        self.init(configuration: configuration,
+                  http3: HTTP3Transport(configuration: .init(tls: tls, resolve: resolve)),
+                  http2: HTTP2Transport(configuration: .init(tls: tls, resolve: resolve)), logger: logger)
     }
 
     /// The events so far (the newest ``Configuration/maxRecordedEvents``).

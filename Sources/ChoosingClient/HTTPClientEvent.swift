@@ -1,3 +1,4 @@
+import HTTP2
 import HTTPAPI
 
 /// What the choosing client did, in order: connection attempts and their outcomes, Alt-Svc
@@ -53,3 +54,5 @@ public protocol PreconnectingRoundTripper: HTTPRoundTripper {
     /// Closes every connection.
     func shutdown() async
 }
+
+extension HTTP2Transport: PreconnectingRoundTripper {}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ChoosingClient
 import Foundation
+import HTTP2
 import HTTP3
 import HTTPAPI
 import HTTPTypes
@@ -236,7 +237,9 @@ struct Fetch: AsyncParsableCommand {
 
     /// The HTTP/2 side of `--http2` and `--http3`, with the same TLS settings and `--resolve`.
     private func makeHTTP2Transport(_ configuration: HTTP3Transport.Configuration) throws(ToolError) -> (any PreconnectingRoundTripper)? {
-        nil  // HTTP2Transport arrives with the HTTP/2 branch.
+        var http2 = HTTP2Transport.Configuration(tls: configuration.tls, resolve: configuration.resolve)
+        if let connectTimeout { http2.connectTimeout = .milliseconds(Int64(connectTimeout * 1000)) }
+        return HTTP2Transport(configuration: http2)
     }
 
     private func makeTransportConfiguration() throws(ToolError) -> HTTP3Transport.Configuration {

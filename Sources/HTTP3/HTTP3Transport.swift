@@ -54,7 +54,7 @@ public final class HTTP3Transport: HTTPRoundTripper {
     let configuration: Configuration
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
-    private let pool: HTTP3ConnectionPool
+    private let pool: ConnectionPool<Origin, HTTP3ClientConnection>
 
     /// Creates a transport. Call ``shutdown()`` when done.
     public init(configuration: Configuration = Configuration(),
@@ -66,7 +66,7 @@ public final class HTTP3Transport: HTTPRoundTripper {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.pool = HTTP3ConnectionPool(maxConnectionsPerOrigin: max(1, configuration.maxConnectionsPerOrigin))
+        self.pool = ConnectionPool(maxConnectionsPerKey: max(1, configuration.maxConnectionsPerOrigin))
     }
 
     public func roundTrip(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions) async throws -> HTTPClientResponse {
@@ -104,7 +104,7 @@ public final class HTTP3Transport: HTTPRoundTripper {
         }
         var retries = 0
         while true {
-            let (connection, reused, connectTime) = try await pool.connection(for: origin) { load in
+            let (connection, _, reused, connectTime) = try await pool.connection(for: origin) { load in
                 try await HTTP3ClientConnection.connect(origin: origin, transport: self, load: load)
             }
             do {
@@ -132,7 +132,7 @@ public final class HTTP3Transport: HTTPRoundTripper {
     package func prepareConnection(host: String, port: Int, alternative: (host: String, port: Int)? = nil) async throws {
         let direct = Origin(host: host, port: port)
         let origin = alternative.map { direct.via(host: $0.host, port: $0.port) } ?? direct
-        let (connection, _, _) = try await pool.connection(for: origin) { load in
+        let (connection, _, _, _) = try await pool.connection(for: origin) { load in
             try await HTTP3ClientConnection.connect(origin: origin, transport: self, load: load)
         }
         connection.requestFinished()  // nothing was sent: give the slot back
@@ -147,12 +147,15 @@ public final class HTTP3Transport: HTTPRoundTripper {
 
     /// The connections open now, per origin (`host:port`), with the requests each carries.
     package func connectionLoads() async -> [String: [Int]] {
-        await pool.loads()
+        var result: [String: [Int]] = [:]
+        for (origin, loads) in await pool.loads() { result["\(origin.connectHost):\(origin.connectPort)"] = loads }
+        return result
     }
 
     /// Counters of the transport's connections (for diagnostics and tests).
     package func statistics() async -> (connectionsOpened: Int, sessions: [HTTP3SessionStatistics]) {
-        let (opened, connections) = await pool.snapshot()
+        let opened = await pool.connectionsOpened
+        let connections = await pool.connections()
         var sessions: [HTTP3SessionStatistics] = []
         for connection in connections {
             if let stats = try? await connection.statistics() { sessions.append(stats) }
@@ -241,110 +244,8 @@ struct RequestNotSent: Error {
     let underlying: any Error
 }
 
-/// The number of requests a connection carries (or will carry, while it is being opened).
-final class ConnectionLoad: Sendable {
-    private let count: NIOLockedValueBox<Int>
-
-    init(_ initial: Int) { count = NIOLockedValueBox(initial) }
-
-    var value: Int { count.withLockedValue { $0 } }
-    func increment() { count.withLockedValue { $0 += 1 } }
-    func decrement() { count.withLockedValue { $0 = max(0, $0 - 1) } }
-}
-
-/// Decides which connection carries a request: up to `maxConnectionsPerOrigin` per origin,
-/// the least loaded first; a new one while every open one is busy and the limit allows; a new
-/// one when the current ones are draining (GOAWAY) or closed. Callers that find a connection
-/// being opened wait for it instead of opening another.
-actor HTTP3ConnectionPool {
-    /// One connection of an origin, open or being opened.
-    private final class Entry {
-        let load: ConnectionLoad
-        var connection: HTTP3ClientConnection?
-        var task: Task<HTTP3ClientConnection, any Error>?
-
-        init(load: ConnectionLoad) { self.load = load }
-
-        /// Open but no longer taking requests: leaves the pool (it finishes what it carries).
-        var isDead: Bool { connection.map { !$0.isUsable } ?? false }
-    }
-
-    let maxConnectionsPerOrigin: Int
-    private var entries: [Origin: [Entry]] = [:]
-    private(set) var connectionsOpened = 0
-
-    init(maxConnectionsPerOrigin: Int = 1) {
-        self.maxConnectionsPerOrigin = max(1, maxConnectionsPerOrigin)
-    }
-
-    /// A connection for one request to `origin`, counted in its load: the caller must report
-    /// the request's end (``HTTP3ClientConnection/requestFinished()``).
-    func connection(for origin: Origin, connect: @escaping @Sendable (ConnectionLoad) async throws -> HTTP3ClientConnection)
-        async throws -> (HTTP3ClientConnection, reused: Bool, connectTime: Duration) {
-        var list = entries[origin] ?? []
-        list.removeAll { $0.isDead }
-        entries[origin] = list.isEmpty ? nil : list
-        if let best = list.min(by: { $0.load.value < $1.load.value }),
-           best.load.value == 0 || list.count >= maxConnectionsPerOrigin {
-            best.load.increment()
-            if let connection = best.connection { return (connection, true, .zero) }
-            guard let task = best.task else { throw HTTPError.connectionClosed("the pooled connection vanished") }
-            do {
-                return (try await task.value, true, .zero)
-            } catch {
-                best.load.decrement()
-                throw error
-            }
-        }
-        let entry = Entry(load: ConnectionLoad(1))
-        let started = ContinuousClock.now
-        let load = entry.load
-        let task = Task { try await connect(load) }
-        entry.task = task
-        entries[origin, default: []].append(entry)
-        do {
-            let connection = try await task.value
-            entry.connection = connection
-            entry.task = nil
-            connectionsOpened += 1
-            return (connection, false, ContinuousClock.now - started)
-        } catch {
-            entries[origin]?.removeAll { $0 === entry }
-            if entries[origin]?.isEmpty == true { entries[origin] = nil }
-            throw error
-        }
-    }
-
-    func remove(_ connection: HTTP3ClientConnection) {
-        for (origin, list) in entries {
-            let kept = list.filter { $0.connection !== connection }
-            entries[origin] = kept.isEmpty ? nil : kept
-        }
-    }
-
-    func removeAll() -> [HTTP3ClientConnection] {
-        let all = entries.values.flatMap { $0.compactMap(\.connection) }
-        entries.removeAll()
-        return all
-    }
-
-    func snapshot() -> (Int, [HTTP3ClientConnection]) {
-        (connectionsOpened, entries.values.flatMap { $0.compactMap(\.connection) })
-    }
-
-    /// The usable open connections per origin (`host:port` connected to) with their loads.
-    func loads() -> [String: [Int]] {
-        var result: [String: [Int]] = [:]
-        for (origin, list) in entries {
-            let loads = list.filter { $0.connection != nil && !$0.isDead }.map(\.load.value)
-            if !loads.isEmpty { result["\(origin.connectHost):\(origin.connectPort)"] = loads }
-        }
-        return result
-    }
-}
-
 /// One pooled HTTP/3 client connection.
-final class HTTP3ClientConnection: Sendable {
+final class HTTP3ClientConnection: PooledConnection {
     let core: ConnectionCore
     let session: HTTP3Session
     private let usable = NIOLockedValueBox(true)

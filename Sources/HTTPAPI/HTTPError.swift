@@ -1,5 +1,5 @@
-/// An error from an HTTP transport (HTTP/3 today; HTTP/2 later), independent of the protocol
-/// underneath. ``description`` is a sentence a user understands.
+/// An error from an HTTP transport (HTTP/3 or HTTP/2), independent of the protocol underneath.
+/// ``description`` is a sentence a user understands.
 public enum HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Nothing listens at the server's address, or the server refused the connection.
     case connectionRefused(String)
@@ -15,7 +15,10 @@ public enum HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
     case certificateVerificationFailed(String)
     /// The connection closed before the exchange completed.
     case connectionClosed(String)
-    /// The peer reset the stream with this application error code.
+    /// The peer reset the stream with this application error code: an HTTP/3 code
+    /// (``HTTP3ErrorCode``); HTTP/2's RST_STREAM codes are mapped to their HTTP/3 equivalents
+    /// (RFC 9114, appendix A.4: CANCEL is H3_REQUEST_CANCELLED, INTERNAL_ERROR is H3_INTERNAL_ERROR, ...),
+    /// so one check serves both transports.
     case streamReset(code: UInt64)
     /// The server did not process the request (GOAWAY or H3_REQUEST_REJECTED): it is safe to retry.
     case requestRejected

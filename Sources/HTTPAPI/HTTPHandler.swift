@@ -1,11 +1,12 @@
 import HTTPTypes
 import NIOCore
 
-/// Serves HTTP requests, whatever the transport: one handler type serves HTTP/3 over QUIC
-/// (and HTTP/2 over TCP once that transport lands).
+/// Serves HTTP requests, whatever the transport: one handler type serves HTTP/3 over QUIC and
+/// HTTP/2 (or HTTP/1.1) over TCP.
 ///
 /// A handler that throws before sending the response head yields a 500; after the head, the
-/// stream is reset. Either way the connection keeps serving other requests.
+/// stream is reset (HTTP/1.1: the connection is closed). Either way the server keeps serving
+/// other requests.
 public protocol HTTPHandler: Sendable {
     /// Handles one request: read `body` as needed and answer through `response`.
     func handle(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext,

@@ -39,6 +39,8 @@ public struct HTTPRequestOptions: Sendable, Hashable {
 
 /// The HTTP protocol version an exchange used.
 public enum HTTPProtocolVersion: String, Sendable, Hashable {
+    /// HTTP/1.1 (an HTTP/2 server's fallback for clients that do not offer h2).
+    case http1_1 = "1.1"
     case http2 = "2"
     case http3 = "3"
 }
@@ -87,7 +89,7 @@ public struct HTTPResponseMetadata: Sendable, Hashable {
 
 /// Facts about a connection, for logs and `curl -v`-style output.
 public struct HTTPConnectionInfo: Sendable, Hashable {
-    /// The transport underneath, for example "QUIC v1" or "TCP".
+    /// The transport underneath: "QUIC v1" for HTTP/3, "tcp" for HTTP/2 and HTTP/1.1.
     public var transport: String
     /// The local address as `IP:port`, if known.
     public var localAddress: String?

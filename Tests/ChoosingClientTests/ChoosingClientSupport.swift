@@ -1,16 +1,17 @@
 import ChoosingClient
 import Foundation
+import HTTP2
 import HTTP3
 import HTTPAPI
+import HTTPServer
 import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
 import QUIC
 import QUICTestSupport
 
-/// Stands in for the HTTP/2 transport until it lands: "connects" at once, answers every
-/// request itself (status 200, body "h2 <path>"), with an optional Alt-Svc field, and
-/// counts what it was asked.
+/// An HTTP/2 side that answers every request itself (status 200, body "h2 <path>") with a
+/// given Alt-Svc field, for the cases a real server would not produce (a malformed field).
 final class StandInHTTP2Transport: PreconnectingRoundTripper {
     struct Counters { var prepared = 0; var requests = 0; var connected = false }
     let altSvc: String?
@@ -92,13 +93,39 @@ func testHTTP3Transport(port: Int, handshakeTimeout: Duration = .seconds(10)) ->
     return HTTP3Transport(configuration: configuration)
 }
 
-/// An HTTP/3 server answering `/context` with the protocol version it saw.
-func startHTTP3Server(port: Int = 0) async throws -> HTTP3Server {
-    let configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: port, tls: TestPKI.shared.serverTLS(alpn: ["h3"]))
-    return try await HTTP3Server.bind(configuration: configuration, handler: ClosureHTTPHandler { request, _, context, response in
-        try await response.respond(HTTPResponse(status: .ok),
-                                   body: ByteBuffer(string: "h\(context.protocolVersion.rawValue) \(request.path ?? "")"))
-    })
+/// Answers every request with `h<version> <path>`: which protocol the server saw.
+let versionHandler = ClosureHTTPHandler { request, _, context, response in
+    try await response.respond(HTTPResponse(status: .ok),
+                               body: ByteBuffer(string: "h\(context.protocolVersion.rawValue) \(request.path ?? "")"))
+}
+
+/// HTTP/3 (UDP) and HTTP/2 (TCP) on one port of 127.0.0.1; TCP responses advertise HTTP/3 with Alt-Svc.
+func startCombinedServer() async throws -> HTTPServer {
+    try await HTTPServer.bind(configuration: HTTPServerConfiguration(host: "127.0.0.1", port: 0,
+                                                                      tls: TestPKI.shared.serverTLS(alpn: ["h2"]), altSvcMaxAge: 600),
+                              handler: versionHandler)
+}
+
+/// An HTTP/2 server alone on TCP `port` of 127.0.0.1 (no Alt-Svc).
+func startHTTP2Server(port: Int) async throws -> HTTP2Server {
+    try await HTTP2Server.bind(configuration: HTTP2ServerConfiguration(host: "127.0.0.1", port: port,
+                                                                       tls: TestPKI.shared.serverTLS(alpn: ["h2"])),
+                               handler: versionHandler)
+}
+
+/// An HTTP/2 transport that trusts the test CA; `localhost` goes to 127.0.0.1.
+func testHTTP2Transport(port: Int) -> HTTP2Transport {
+    HTTP2Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h2"]), resolve: ["localhost:\(port)": "127.0.0.1"]))
+}
+
+/// A UDP port that swallows every datagram with an HTTP/2 server on the same TCP port (the
+/// server's UDP side "not running" behind a firewall that drops UDP).
+func blackholedHTTP2Server() async throws -> (UDPBlackhole, HTTP2Server) {
+    for _ in 0..<10 {
+        let hole = try UDPBlackhole()
+        if let server = try? await startHTTP2Server(port: hole.port) { return (hole, server) }
+    }
+    throw TestError("no port free on both UDP and TCP")
 }
 
 func get(_ client: HTTPClient, _ authority: String, _ path: String) async throws -> (HTTPProtocolVersion, String) {

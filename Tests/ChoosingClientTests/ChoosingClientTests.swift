@@ -1,6 +1,8 @@
 import ChoosingClient
+import HTTP2
 import HTTP3
 import HTTPAPI
+import HTTPServer
 import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
@@ -9,26 +11,25 @@ import Testing
 
 @Suite("The choosing client: Alt-Svc discovery, racing, fallback, broken alternatives")
 struct ChoosingClientTests {
-    @Test("Alt-Svc discovery: the first request goes over HTTP/2, the next over HTTP/3 to the advertised server")
+    @Test("Alt-Svc discovery: the first request goes over HTTP/2, sees Alt-Svc, the next goes over HTTP/3 to the same server")
     func discovery() async throws {
-        let server = try await startHTTP3Server()
-        let port = server.localAddress.port ?? 0
-        let http2 = StandInHTTP2Transport(altSvc: #"h3=":\#(port)"; ma=60, h2=":443""#)
+        let server = try await startCombinedServer()
+        let port = server.port
         // A generous race delay: QUIC on loopback decides the race, not the machine's load.
         let client = HTTPClient(configuration: .init(mode: .altSvcDiscovery, raceDelay: .seconds(20)),
-                                http3: testHTTP3Transport(port: port), http2: http2)
+                                http3: testHTTP3Transport(port: port), http2: testHTTP2Transport(port: port))
         let authority = "localhost:\(port)"
         do {
             try await withTimeout(30) {
                 let first = try await get(client, authority, "/one")
-                #expect(first.0 == .http2 && first.1 == "h2 /one")
+                #expect(first.0 == .http2 && first.1 == "h2 /one", "\(first)")
                 #expect(client.knownAlternatives(host: "localhost", port: port) == ["localhost:\(port)"])
                 let second = try await get(client, authority, "/two")
                 #expect(second.0 == .http3)
-                #expect(second.1 == "h3 /two", "the HTTP/3 server handled it")
+                #expect(second.1 == "h3 /two", "the server's HTTP/3 side handled it")
                 let third = try await get(client, authority, "/three")
-                #expect(third.0 == .http3)
-                #expect(http2.counters.withLockedValue { $0.requests } == 1, "HTTP/2 carried only the first request")
+                #expect(third.0 == .http3 && third.1 == "h3 /three")
+                #expect(server.http2.statistics.requests == 1, "HTTP/2 carried only the first request")
                 let events = client.recordedEvents()
                 let order = [events.firstIndex { $0.isResponse(.http2) }, events.firstIndex { if case .altSvcReceived = $0 { true } else { false } },
                              events.firstIndex { $0.isQUICStarted }, events.firstIndex { if case .quicConnected = $0 { true } else { false } },
@@ -46,16 +47,16 @@ struct ChoosingClientTests {
 
     @Test("UDP blocked: the race completes over HTTP/2 before the QUIC handshake times out; HTTP/3 is then avoided")
     func udpBlocked() async throws {
-        let hole = try UDPBlackhole()
+        let (hole, server) = try await blackholedHTTP2Server()
         let port = hole.port
-        let http2 = StandInHTTP2Transport(altSvc: nil)
         let client = HTTPClient(configuration: .init(mode: .race, raceDelay: .milliseconds(250)),
-                                http3: testHTTP3Transport(port: port, handshakeTimeout: .seconds(3)), http2: http2)
+                                http3: testHTTP3Transport(port: port, handshakeTimeout: .seconds(3)),
+                                http2: testHTTP2Transport(port: port))
         let authority = "localhost:\(port)"
         do {
             try await withTimeout(40) {
                 let first = try await get(client, authority, "/blocked")
-                #expect(first.0 == .http2)
+                #expect(first.0 == .http2 && first.1 == "h2 /blocked")
                 let atResponse = client.recordedEvents()
                 #expect(!atResponse.contains { $0.isQUICFailed }, "the response came before QUIC gave up: \(atResponse)")
                 #expect(atResponse.first?.isQUICStarted == true)
@@ -76,27 +77,29 @@ struct ChoosingClientTests {
                     #expect(try await get(client, authority, "/again\(index)").0 == .http2)
                 }
                 #expect(client.recordedEvents().filter(\.isQUICStarted).count == 1)
+                #expect(server.statistics.http2Connections == 1, "one TCP connection carried everything")
             }
         } catch {
-            await client.shutdown()
+            await client.shutdown(); await server.shutdown()
             throw error
         }
         await client.shutdown()
+        await server.shutdown()
         _ = hole
     }
 
     @Test("a broken HTTP/3 endpoint is not retried while marked broken, then retried with a doubled back-off")
     func brokenBackOff() async throws {
-        let port = try closedUDPPort()
+        let server = try await startHTTP2Server(port: 0)
+        let port = server.localAddress.port ?? 0  // nothing listens on this UDP port: QUIC is refused at once
         let clock = ManualClock()
-        let http2 = StandInHTTP2Transport(altSvc: nil)
         let client = HTTPClient(configuration: .init(mode: .race, raceDelay: .seconds(20), brokenInitialDelay: .seconds(300),
                                                      now: { clock.now }),
-                                http3: testHTTP3Transport(port: port), http2: http2)
+                                http3: testHTTP3Transport(port: port), http2: testHTTP2Transport(port: port))
         let authority = "localhost:\(port)"
         do {
             try await withTimeout(30) {
-                // Nothing listens on UDP: QUIC is refused at once and TCP starts without waiting out the delay.
+                // QUIC refused: TCP starts without waiting out the 20 s race delay.
                 #expect(try await get(client, authority, "/a").0 == .http2)
                 var events = client.recordedEvents()
                 #expect(events.contains(.alternativeMarkedBroken(endpoint: "localhost:\(port)", seconds: 300)), "\(events)")
@@ -115,26 +118,27 @@ struct ChoosingClientTests {
                 #expect(client.recordedEvents().filter(\.isQUICStarted).count == 2)
             }
         } catch {
-            await client.shutdown()
+            await client.shutdown(); await server.shutdown()
             throw error
         }
         await client.shutdown()
+        await server.shutdown()
     }
 
     @Test("HTTP/3 that worked and then fails falls back to HTTP/2 for the same request, and is marked broken")
     func fallbackAfterFailure() async throws {
-        let server = try await startHTTP3Server()
-        let port = server.localAddress.port ?? 0
-        let http2 = StandInHTTP2Transport(altSvc: #"h3=":\#(port)""#)
+        let server = try await startCombinedServer()
+        let port = server.port
         let http3 = testHTTP3Transport(port: port)
-        let client = HTTPClient(configuration: .init(mode: .altSvcDiscovery, raceDelay: .seconds(20)), http3: http3, http2: http2)
+        let client = HTTPClient(configuration: .init(mode: .altSvcDiscovery, raceDelay: .seconds(20)), http3: http3,
+                                http2: testHTTP2Transport(port: port))
         let authority = "localhost:\(port)"
         do {
             try await withTimeout(30) {
                 #expect(try await get(client, authority, "/1").0 == .http2)
                 #expect(try await get(client, authority, "/2").0 == .http3)
-                // The HTTP/3 server goes away (its connection closes; its port refuses).
-                await server.shutdown()
+                // The server's UDP side goes away (its connection closes; its port refuses).
+                await server.http3.shutdown()
                 await http3.shutdown()
                 let third = try await get(client, authority, "/3")
                 #expect(third.0 == .http2 && third.1 == "h2 /3", "the request itself was answered over HTTP/2")
@@ -150,9 +154,10 @@ struct ChoosingClientTests {
             throw error
         }
         await client.shutdown()
+        await server.http2.shutdown()
     }
 
-    @Test("malformed Alt-Svc is ignored with an event; clear forgets the alternative; HTTP/2-only ignores Alt-Svc")
+    @Test("malformed Alt-Svc is ignored with an event; HTTP/2-only ignores Alt-Svc")
     func altSvcHandling() async throws {
         let bad = StandInHTTP2Transport(altSvc: #"h3=":443"; ma="#)
         let client = HTTPClient(configuration: .init(mode: .altSvcDiscovery), http3: testHTTP3Transport(port: 1), http2: bad)
@@ -161,11 +166,44 @@ struct ChoosingClientTests {
         #expect(client.knownAlternatives(host: "example.test", port: 443).isEmpty)
         await client.shutdown()
 
-        let only2 = HTTPClient(configuration: .init(mode: .http2Only), http3: testHTTP3Transport(port: 1),
-                               http2: StandInHTTP2Transport(altSvc: #"h3=":443""#))
-        #expect(try await get(only2, "example.test", "/").0 == .http2)
-        #expect(only2.knownAlternatives(host: "example.test", port: 443).isEmpty)
-        #expect(try await get(only2, "example.test", "/").0 == .http2)
+        let server = try await startCombinedServer()
+        let only2 = HTTPClient(configuration: .init(mode: .http2Only), http3: testHTTP3Transport(port: server.port),
+                               http2: testHTTP2Transport(port: server.port))
+        do {
+            for path in ["/x", "/y"] { #expect(try await get(only2, "localhost:\(server.port)", path).0 == .http2) }
+            #expect(only2.knownAlternatives(host: "localhost", port: server.port).isEmpty)
+            #expect(!only2.recordedEvents().contains { $0.isQUICStarted })
+        } catch {
+            await only2.shutdown(); await server.shutdown()
+            throw error
+        }
         await only2.shutdown()
+        await server.shutdown()
+    }
+
+    @Test("race mode with a working server: concurrent first requests share one QUIC attempt and HTTP/3 wins")
+    func raceWins() async throws {
+        let server = try await startCombinedServer()
+        let port = server.port
+        let client = HTTPClient(configuration: .init(mode: .race, raceDelay: .seconds(20)),
+                                http3: testHTTP3Transport(port: port), http2: testHTTP2Transport(port: port))
+        do {
+            try await withTimeout(30) {
+                let versions = try await withThrowingTaskGroup(of: HTTPProtocolVersion.self) { group in
+                    for index in 0..<8 { group.addTask { try await get(client, "localhost:\(port)", "/r\(index)").0 } }
+                    var all: [HTTPProtocolVersion] = []
+                    for try await version in group { all.append(version) }
+                    return all
+                }
+                #expect(versions == Array(repeating: .http3, count: 8))
+                #expect(client.recordedEvents().filter(\.isQUICStarted).count == 1, "\(client.recordedEvents())")
+                #expect(server.http2.statistics.requests == 0)
+            }
+        } catch {
+            await client.shutdown(); await server.shutdown()
+            throw error
+        }
+        await client.shutdown()
+        await server.shutdown()
     }
 }

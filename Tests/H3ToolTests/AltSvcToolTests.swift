@@ -1,6 +1,8 @@
 import Foundation
+import HTTP2
 import HTTP3
 import HTTPAPI
+import HTTPServer
 import HTTPTypes
 import NIOCore
 import QUIC
@@ -63,5 +65,44 @@ struct AltSvcToolTests {
         }
         await origin.shutdown()
         await alternative.shutdown()
+    }
+
+    @Test("--http2 uses HTTP/2 and keeps no Alt-Svc file; --http3 races: HTTP/3 wins when UDP answers, HTTP/2 when refused")
+    func protocolFlags() async throws {
+        let handler = ClosureHTTPHandler { _, _, context, response in
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "h\(context.protocolVersion.rawValue)"))
+        }
+        let combined = try await HTTPServer.bind(configuration: HTTPServerConfiguration(
+            host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h2"])), handler: handler)
+        let tcpOnly = try await HTTP2Server.bind(configuration: HTTP2ServerConfiguration(
+            host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h2"])), handler: handler)
+        let scratch = try scratchDirectory()
+        let cacheFile = scratch.appendingPathComponent("h2-altsvc.txt").path
+        do {
+            let both = "https://localhost:\(combined.port)/"
+            let http2 = try await runH3(trust + ["-sS", "--http2", "--alt-svc", cacheFile, "-w", " %{http_version}", both])
+            #expect(http2.status == 0, "\(http2)")
+            #expect(http2.text == "h2 2")
+            #expect(!FileManager.default.fileExists(atPath: cacheFile), "--http2 keeps no Alt-Svc cache")
+
+            let raced = try await runH3(trust + ["-sS", "--http3", "-w", " %{http_version}", both])
+            #expect(raced.status == 0, "\(raced)")
+            #expect(raced.text == "h3 3", "QUIC answered: HTTP/3 won the race")
+
+            // Nothing on the UDP port: QUIC is refused, HTTP/2 carries the request.
+            let fallback = try await runH3(trust + ["-sS", "--http3", "-v", "-w", " %{http_version}",
+                                                    "https://localhost:\(tcpOnly.localAddress.port ?? 0)/"])
+            #expect(fallback.status == 0, "\(fallback)")
+            #expect(fallback.text == "h2 2")
+            #expect(fallback.stderr.contains("< HTTP/2 200"), "\(fallback.stderr)")
+
+            let only3 = try await runH3(trust + ["-sS", "--http3-only", "https://localhost:\(tcpOnly.localAddress.port ?? 0)/"])
+            #expect(only3.status == 7, "--http3-only does not fall back: \(only3)")
+        } catch {
+            await combined.shutdown(); await tcpOnly.shutdown()
+            throw error
+        }
+        await combined.shutdown()
+        await tcpOnly.shutdown()
     }
 }

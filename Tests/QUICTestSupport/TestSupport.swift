@@ -172,7 +172,16 @@ public func clientConfiguration(alpn: [String] = ["test"], serverName: String? =
 
 /// A free UDP port on 127.0.0.1 (bound and released; good enough for a test's next step).
 public func freeUDPPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    try freePort(type: Int32(SOCK_DGRAM.rawValue))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test's next step).
+public func freeTCPPort() throws -> Int {
+    try freePort(type: Int32(SOCK_STREAM.rawValue))
+}
+
+private func freePort(type: Int32) throws -> Int {
+    let fd = socket(AF_INET, type, 0)
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)

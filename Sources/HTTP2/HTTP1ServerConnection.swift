@@ -1,0 +1,220 @@
+import HTTPAPI
+import HTTPTypes
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+
+/// Serves an HTTP/1.1 connection (a client that did not offer h2): one request at a time,
+/// keep-alive, the same handler and response semantics as HTTP/2.
+final class HTTP1ServerConnection: Sendable {
+    let channel: any Channel
+    private let reader: InboundReader<HTTPServerRequestPart>
+    private let state: HTTP2ServerState
+    private let facts: ConnectionFacts
+    private struct Flags {
+        var draining = false
+        var busy = false
+    }
+    private let flags = NIOLockedValueBox(Flags())
+
+    private init(channel: any Channel, reader: InboundReader<HTTPServerRequestPart>, state: HTTP2ServerState,
+                 facts: ConnectionFacts) {
+        self.channel = channel
+        self.reader = reader
+        self.state = state
+        self.facts = facts
+    }
+
+    /// Adds the request reader to a channel whose HTTP/1.1 codec is in place, and starts serving.
+    static func start(on channel: any Channel, state: HTTP2ServerState, facts: ConnectionFacts,
+                      before position: some ChannelHandler) throws -> HTTP1ServerConnection {
+        let reader = InboundReader<HTTPServerRequestPart>(eventLoop: channel.eventLoop)
+        try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        try channel.pipeline.syncOperations.addHandler(reader, position: .before(position))
+        let connection = HTTP1ServerConnection(channel: channel, reader: reader, state: state, facts: facts)
+        Task { await connection.run() }
+        return connection
+    }
+
+    /// Closes the connection once the request in flight (if any) is answered.
+    func drain() {
+        let idle = flags.withLockedValue { flags -> Bool in
+            flags.draining = true
+            return !flags.busy
+        }
+        if idle { channel.close(promise: nil) }
+    }
+
+    private func run() async {
+        defer { channel.close(promise: nil) }
+        let writer = BoundedWriter(channel: channel)
+        while true {
+            guard let part = try? await reader.next() else { return }
+            guard case .head(let head) = part else { continue }
+            let draining = flags.withLockedValue { flags -> Bool in
+                flags.busy = true
+                return flags.draining
+            }
+            state.count { $0.requests += 1 }
+            var headerSize = head.uri.utf8.count
+            for (name, value) in head.headers { headerSize += name.utf8.count + value.utf8.count + 32 }
+            guard headerSize <= state.configuration.maxHeaderListSize,
+                  let request = try? HeaderConversion.request(head) else {
+                let status: HTTPResponseStatus = headerSize > state.configuration.maxHeaderListSize
+                    ? .requestHeaderFieldsTooLarge : .badRequest
+                var headers = HTTPHeaders()
+                headers.add(name: "content-length", value: "0")
+                headers.add(name: "connection", value: "close")
+                try? await writer.write(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: status,
+                                                                                     headers: headers)))
+                try? await writer.write(HTTPServerResponsePart.end(nil))
+                try? await writer.drain()
+                return
+            }
+            let keepAlive = head.isKeepAlive && !draining
+            let source = HTTP1BodySource(reader: reader)
+            let length = request.headerFields[.contentLength].flatMap { Int64($0) }
+            let sink = HTTP1ResponseSink(writer: writer, version: head.version, isHead: request.method == .head,
+                                         keepAlive: keepAlive, extraHeaders: state.configuration.responseHeaders,
+                                         channel: channel)
+            await state.run(request, body: HTTPBody(source: source, length: length),
+                            context: facts.context(.http1_1), sink: sink)
+            // A request body not read to its end leaves the connection mid-message: close it.
+            guard sink.finished, !sink.aborted, source.ended, sink.keepAlive else { return }
+            let stop = flags.withLockedValue { flags -> Bool in
+                flags.busy = false
+                return flags.draining
+            }
+            if stop { return }
+        }
+    }
+}
+
+/// A request body on an HTTP/1.1 connection: body parts up to the end part (with trailers).
+final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
+    private let reader: InboundReader<HTTPServerRequestPart>
+    private let lock = NIOLock()
+    private var _ended = false
+    private var _trailers: HTTPFields?
+    private var failure: (any Error)?
+
+    init(reader: InboundReader<HTTPServerRequestPart>) {
+        self.reader = reader
+    }
+
+    var ended: Bool { lock.withLock { _ended } }
+
+    func next() async throws -> ByteBuffer? {
+        while true {
+            let (ended, failure) = lock.withLock { (_ended, self.failure) }
+            if let failure { throw failure }
+            if ended { return nil }
+            let part: HTTPServerRequestPart?
+            do {
+                part = try await reader.next()
+            } catch {
+                let mapped = HTTPError.connectionClosed("\(error)")
+                lock.withLock { self.failure = mapped }
+                throw mapped
+            }
+            switch part {
+            case .body(let buffer)?:
+                if buffer.readableBytes > 0 { return buffer }
+            case .end(let trailers)?:
+                var fields: HTTPFields?
+                if let trailers {
+                    var converted = HTTPFields()
+                    for (name, value) in trailers {
+                        if let fieldName = HTTPField.Name(name) { converted.append(HTTPField(name: fieldName, value: value)) }
+                    }
+                    fields = converted
+                }
+                lock.withLock {
+                    _ended = true
+                    _trailers = fields
+                }
+                return nil
+            case .head?:
+                let error = HTTPError.protocolError("a request head inside a body")
+                lock.withLock { self.failure = error }
+                throw error
+            case nil:
+                let error = HTTPError.connectionClosed("the connection closed before the end of the body")
+                lock.withLock { self.failure = error }
+                throw error
+            }
+        }
+    }
+
+    func trailers() async throws -> HTTPFields? { lock.withLock { _trailers } }
+
+    func cancel() {
+        lock.withLock {
+            if !_ended && failure == nil { failure = HTTPError.bodyAlreadyConsumed }
+        }
+    }
+}
+
+/// Writes a response on an HTTP/1.1 connection (chunked when the length is not known).
+final class HTTP1ResponseSink: ServerResponseSink, @unchecked Sendable {
+    let writer: BoundedWriter
+    let version: HTTPVersion
+    let isHead: Bool
+    private(set) var keepAlive: Bool
+    let extraHeaders: HTTPFields
+    let channel: any Channel
+    private(set) var headSent = false
+    private(set) var finished = false
+    private(set) var aborted = false
+
+    init(writer: BoundedWriter, version: HTTPVersion, isHead: Bool, keepAlive: Bool, extraHeaders: HTTPFields,
+         channel: any Channel) {
+        self.writer = writer
+        self.version = version
+        self.isHead = isHead
+        self.keepAlive = keepAlive
+        self.extraHeaders = extraHeaders
+        self.channel = channel
+    }
+
+    private func send(_ part: HTTPServerResponsePart) async throws {
+        do {
+            try await writer.write(part)
+        } catch {
+            throw HTTPError.connectionClosed("\(error)")
+        }
+    }
+
+    func writeHead(_ head: HTTPResponse) async throws {
+        guard !headSent else { throw HTTPError.responseHeadAlreadySent }
+        guard !finished else { throw HTTPError.responseFinished }
+        var head = head
+        for field in extraHeaders where head.headerFields[field.name] == nil { head.headerFields.append(field) }
+        if head.headerFields[.connection]?.lowercased() == "close" { keepAlive = false }
+        if !keepAlive { head.headerFields[.connection] = "close" }
+        if head.status.kind != .informational { headSent = true }
+        try await send(.head(HeaderConversion.head(head, version: version)))
+    }
+
+    func writeBody(_ buffer: ByteBuffer) async throws {
+        guard !finished else { throw HTTPError.responseFinished }
+        if !headSent { try await writeHead(HTTPResponse(status: .ok)) }
+        if isHead || buffer.readableBytes == 0 { return }
+        try await send(.body(.byteBuffer(buffer)))
+    }
+
+    func finish(trailers: HTTPFields?) async throws {
+        guard !finished else { return }
+        if !headSent { try await writeHead(HTTPResponse(status: .ok)) }
+        finished = true
+        let fields = trailers.flatMap { $0.isEmpty || isHead ? nil : HeaderConversion.http1Fields($0) }
+        try await send(.end(fields))
+        do { try await writer.drain() } catch { throw HTTPError.connectionClosed("\(error)") }
+    }
+
+    func abort() async {
+        finished = true
+        aborted = true
+        try? await channel.close()
+    }
+}

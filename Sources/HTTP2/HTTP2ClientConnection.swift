@@ -1,0 +1,446 @@
+import HTTPAPI
+import HTTPTypes
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import QUIC
+
+/// One pooled HTTP/2 client connection (TCP + TLS), multiplexing request streams.
+final class HTTP2ClientConnection: PooledConnection {
+    let channel: any Channel
+    let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+    let info: HTTPConnectionInfo
+    let idleTimeout: Duration
+    let permits: StreamPermits
+    private let state: NIOLockedValueBox<State>
+
+    struct State {
+        var usable = true
+        /// The last-stream-ID of the lowest GOAWAY received.
+        var goAwayLastStreamID: Int?
+        var inFlight = 0
+        var idleTimer: Scheduled<Void>?
+    }
+
+    private init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer, info: HTTPConnectionInfo,
+                 idleTimeout: Duration, maxStreams: Int, state: NIOLockedValueBox<State>) {
+        self.channel = channel
+        self.multiplexer = multiplexer
+        self.info = info
+        self.idleTimeout = idleTimeout
+        self.permits = StreamPermits(maxStreams)
+        self.state = state
+    }
+
+    var isUsable: Bool { state.withLockedValue { $0.usable } }
+
+    static func connect(origin: HTTP2Origin, transport: HTTP2Transport) async throws -> HTTP2ClientConnection {
+        let configuration = transport.configuration
+        let sslContext = try transport.sslContext()
+        let address = configuration.resolve["\(origin.host):\(origin.port)"] ?? origin.host
+        let name = configuration.tls.serverName ?? origin.host
+        // SNI carries host names only, never IP literals (RFC 6066, section 3).
+        let isIPLiteral = (try? SocketAddress(ipAddress: name, port: 0)) != nil
+        let serverName = isIPLiteral ? nil : name
+        let waiter = HandshakeWaiter()
+        let state = NIOLockedValueBox(State())
+        let permitsBox = NIOLockedValueBox<StreamPermits?>(nil)
+        let multiplexerBox = NIOLockedValueBox<NIOHTTP2Handler.StreamMultiplexer?>(nil)
+        let permits = max(1, configuration.maxConcurrentStreams)
+        let window = configuration.initialWindowSize
+        let logger = transport.logger
+        // The whole pipeline goes in at once: the server's SETTINGS follow its last handshake
+        // bytes at once, and the HTTP/2 handler must be there to read them.
+        let bootstrap = ClientBootstrap(group: transport.eventLoopGroup)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let operations = channel.pipeline.syncOperations
+                    try operations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
+                    try operations.addHandler(waiter)
+                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+                    connection.initialSettings = [
+                        HTTP2Setting(parameter: .enablePush, value: 0),
+                        HTTP2Setting(parameter: .maxConcurrentStreams, value: 0),
+                        HTTP2Setting(parameter: .initialWindowSize, value: window),
+                        HTTP2Setting(parameter: .maxHeaderListSize, value: 256 << 10),
+                    ]
+                    connection.targetWindowSize = min(16 << 20, window * 4)
+                    var stream = NIOHTTP2Handler.StreamConfiguration()
+                    stream.targetWindowSize = window
+                    stream.outboundBufferSizeHighWatermark = 256 << 10
+                    stream.outboundBufferSizeLowWatermark = 64 << 10
+                    let handler = NIOHTTP2Handler(mode: .client, eventLoop: channel.eventLoop,
+                                                  connectionConfiguration: connection, streamConfiguration: stream,
+                                                  inboundStreamInitializer: { pushed in pushed.close() })
+                    try operations.addHandler(handler)
+                    try operations.addHandler(GoAwayObserver(state: state, logger: logger, onGoAway: {
+                        // Requests waiting for a stream here go to a new connection at once.
+                        permitsBox.withLockedValue { $0 }?.close(HTTPError.requestRejected)
+                    }))
+                    let multiplexer = try handler.syncMultiplexer()
+                    multiplexerBox.withLockedValue { $0 = multiplexer }
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: address, port: origin.port).get()
+        } catch {
+            throw mapConnectError(error, origin: origin)
+        }
+        let negotiated: String?
+        do {
+            negotiated = try await http2Deadline(configuration.connectTimeout) { try await waiter.result.get() }
+        } catch {
+            channel.close(promise: nil)
+            if let error = error as? HTTPError, error == .requestTimeout { throw HTTPError.connectTimeout }
+            throw mapHandshakeError(error)
+        }
+        guard negotiated == "h2" else {
+            channel.close(promise: nil)
+            throw HTTPError.protocolError("the server at \(origin) did not agree to HTTP/2 in ALPN "
+                                          + "(it chose \(negotiated.map { "\"\($0)\"" } ?? "nothing"))")
+        }
+        guard let multiplexer = multiplexerBox.withLockedValue({ $0 }) else {
+            channel.close(promise: nil)
+            throw HTTPError.connectionClosed("the connection closed during set-up")
+        }
+        let info = try await channel.eventLoop.submit { () throws -> HTTPConnectionInfo in
+            let tls = try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self)
+            let version: String
+            switch tls.tlsVersion {
+            case .tlsv13?: version = "TLSv1.3"
+            case .tlsv12?: version = "TLSv1.2"
+            case .tlsv11?: version = "TLSv1.1"
+            case .tlsv1?: version = "TLSv1.0"
+            case nil: version = "TLS"
+            }
+            let certificate = tls.peerCertificate
+            return HTTPConnectionInfo(
+                transport: "tcp", localAddress: channel.localAddress.map(endpointText),
+                remoteAddress: channel.remoteAddress.map(endpointText), tlsParameters: version,
+                applicationProtocol: "h2", sessionResumed: false,
+                peerCertificateSubject: nil, peerCertificateIssuer: nil,
+                peerCertificateNotAfter: certificate.map { Int($0.notValidAfter) })
+        }.get()
+        let connection = HTTP2ClientConnection(channel: channel, multiplexer: multiplexer, info: info,
+                                               idleTimeout: configuration.idleConnectionTimeout, maxStreams: permits,
+                                               state: state)
+        permitsBox.withLockedValue { $0 = connection.permits }
+        if !connection.isUsable { connection.permits.close(HTTPError.requestRejected) }
+        channel.closeFuture.whenComplete { [weak connection] _ in
+            state.withLockedValue { $0.usable = false }
+            connection?.permits.close(HTTPError.requestRejected)
+        }
+        connection.armIdleTimer()
+        return connection
+    }
+
+    /// Whether the server said (by GOAWAY) that it did not process this stream.
+    private func wasRejected(streamID: Int?) -> Bool {
+        guard let last = state.withLockedValue({ $0.goAwayLastStreamID }) else { return false }
+        guard let streamID else { return true }
+        return streamID > last
+    }
+
+    /// Sends one request on this connection.
+    func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, reused: Bool,
+              connectTime: Duration, started: ContinuousClock.Instant, bodyUse: BodyUse) async throws -> HTTPClientResponse {
+        try Task.checkCancellation()
+        do {
+            try await permits.acquire()
+        } catch HTTPError.requestRejected {
+            throw HTTPError.requestRejected
+        }
+        if !isUsable {
+            permits.release()
+            throw HTTPError.requestRejected
+        }
+        begin()
+        let loop = channel.eventLoop
+        let reader = InboundReader<HTTP2Frame.FramePayload>(eventLoop: loop)
+        let ended = NIOLockedValueBox(false)
+        let finished: @Sendable () -> Void = { [self] in
+            let first = ended.withLockedValue { ended -> Bool in
+                defer { ended = true }
+                return !ended
+            }
+            if first { end() }
+        }
+        let stream: any Channel
+        do {
+            stream = try await multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    try stream.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+                    try stream.pipeline.syncOperations.addHandler(reader)
+                }
+            }.get()
+        } catch {
+            finished()
+            throw isUsable ? HTTP2Errors.map(error) : HTTPError.requestRejected
+        }
+        let writer = BoundedWriter(channel: stream)
+        var timings = HTTPTimings()
+        timings.connected = connectTime
+        timings.tlsHandshakeDone = connectTime
+        let streamID: @Sendable () async -> Int? = {
+            (try? await stream.getOption(HTTP2StreamChannelOptions.streamID).get()).map { Int($0) }
+        }
+        // Maps a failure of this stream: a stream the server never processed is safe to send again.
+        let mapFailure: @Sendable (any Error) async -> any Error = { [self] error in
+            let mapped = HTTP2Errors.map(error)
+            if case HTTPError.streamReset(let code) = mapped, code == HTTP3ErrorCode.requestRejected {
+                return HTTPError.requestRejected
+            }
+            if error is CancellationError { return error }
+            if wasRejected(streamID: await streamID()) { return HTTPError.requestRejected }
+            return mapped
+        }
+        do {
+            try await withTaskCancellationHandler {
+                let head = HeaderConversion.headers(request)
+                // Waits until the stream is open (within the server's stream limit) and its HEADERS went out.
+                try await stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: head, endStream: body == nil))).get()
+            } onCancel: {
+                stream.close(promise: nil)
+            }
+        } catch {
+            stream.close(promise: nil)
+            finished()
+            throw await mapFailure(error)
+        }
+        timings.requestSent = ContinuousClock.now - started
+        if let body {
+            Task {
+                do {
+                    var first = true
+                    for try await chunk in body {
+                        if first { bodyUse.markStarted(); first = false }
+                        try await writer.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(chunk), endStream: false)))
+                    }
+                    bodyUse.markStarted()
+                    if let trailers = try await body.trailers(), !trailers.isEmpty {
+                        try await writer.write(HTTP2Frame.FramePayload.headers(
+                            .init(headers: HeaderConversion.headers(trailers), endStream: true)))
+                    } else {
+                        try await writer.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
+                    }
+                    try await writer.drain()
+                } catch {
+                    // The upload failed (or the server stopped reading it): a response the server
+                    // already sent whole stays readable; otherwise the stream is cancelled.
+                    try? await writer.write(HTTP2Frame.FramePayload.rstStream(.cancel))
+                }
+            }
+        }
+        // The response head (informational 1xx heads are skipped).
+        let headFrame: HTTP2Frame.FramePayload.Headers
+        do {
+            headFrame = try await withTaskCancellationHandler {
+                while true {
+                    guard let frame = try await reader.next() else {
+                        throw HTTPError.connectionClosed("the stream closed before the response head")
+                    }
+                    guard case .headers(let headers) = frame else { continue }
+                    if let status = headers.headers.first(name: ":status"), status.hasPrefix("1"), status != "101" {
+                        continue
+                    }
+                    return headers
+                }
+            } onCancel: {
+                stream.close(promise: nil)
+            }
+            try Task.checkCancellation()
+        } catch {
+            stream.close(promise: nil)
+            finished()
+            throw await mapFailure(error)
+        }
+        timings.firstResponseByte = ContinuousClock.now - started
+        let head: HTTPResponse
+        do {
+            guard HeaderConversion.listSize(headFrame.headers) <= options.maxResponseHeaderSize else {
+                throw HTTPError.headerSectionTooLarge(limit: options.maxResponseHeaderSize)
+            }
+            head = try HeaderConversion.response(headFrame.headers)
+        } catch {
+            stream.close(promise: nil)
+            finished()
+            throw error
+        }
+        let length: Int64? = request.method == .head ? 0 : head.headerFields[.contentLength].flatMap { Int64($0) }
+        let source = HTTP2BodySource(reader: reader, ended: headFrame.endStream, onEnd: finished,
+                                     onCancel: { stream.close(promise: nil) })
+        let metadata = HTTPResponseMetadata(protocolVersion: .http2, remoteAddress: info.remoteAddress,
+                                            connectionReused: reused, earlyDataBytes: 0, timings: timings,
+                                            connection: info)
+        return HTTPClientResponse(head: head, body: HTTPBody(source: source, length: length), metadata: metadata)
+    }
+
+    private func begin() {
+        state.withLockedValue { state in
+            state.inFlight += 1
+            state.idleTimer?.cancel()
+            state.idleTimer = nil
+        }
+    }
+
+    private func end() {
+        permits.release()
+        let idle = state.withLockedValue { state -> Bool in
+            state.inFlight -= 1
+            return state.inFlight == 0
+        }
+        if idle { armIdleTimer() }
+    }
+
+    private func armIdleTimer() {
+        let timeout = TimeAmount(idleTimeout)
+        let channel = self.channel, state = self.state
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            let close = state.withLockedValue { state -> Bool in
+                guard state.inFlight == 0 else { return false }
+                state.usable = false
+                return true
+            }
+            if close { channel.close(promise: nil) }
+        }
+        state.withLockedValue { state in
+            state.idleTimer?.cancel()
+            state.idleTimer = timer
+        }
+    }
+
+    func close() async {
+        state.withLockedValue { $0.usable = false }
+        try? await channel.close()
+    }
+}
+
+/// Completes with the ALPN protocol once the TLS handshake is done, or with the error that
+/// ended it.
+final class HandshakeWaiter: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    private let resultBox = NIOLockedValueBox<Result<String?, any Error>?>(nil)
+    private let waiters = NIOLockedValueBox<[CheckedContinuation<String?, any Error>]>([])
+
+    /// The handshake's outcome.
+    var result: Outcome { Outcome(waiter: self) }
+
+    struct Outcome: Sendable {
+        let waiter: HandshakeWaiter
+        func get() async throws -> String? {
+            try await withCheckedThrowingContinuation { continuation in
+                let done = waiter.resultBox.withLockedValue { result -> Result<String?, any Error>? in
+                    if result == nil { waiter.waiters.withLockedValue { $0.append(continuation) } }
+                    return result
+                }
+                if let done { continuation.resume(with: done) }
+            }
+        }
+    }
+
+    private func complete(_ result: Result<String?, any Error>) {
+        let continuations = resultBox.withLockedValue { stored -> [CheckedContinuation<String?, any Error>] in
+            guard stored == nil else { return [] }
+            stored = result
+            return waiters.withLockedValue { waiters in
+                defer { waiters.removeAll() }
+                return waiters
+            }
+        }
+        for continuation in continuations { continuation.resume(with: result) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted(let negotiated)? = event as? TLSUserEvent {
+            complete(.success(negotiated))
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        complete(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        complete(.failure(HTTPError.connectionClosed("the server closed the connection during the TLS handshake")))
+        context.fireChannelInactive()
+    }
+}
+
+/// Watches the connection's own frames for GOAWAY, and the errors NIOHTTP2 reports: either
+/// way the connection takes no new requests.
+final class GoAwayObserver: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame
+    private let state: NIOLockedValueBox<HTTP2ClientConnection.State>
+    private let logger: Logger
+    private let onGoAway: @Sendable () -> Void
+
+    init(state: NIOLockedValueBox<HTTP2ClientConnection.State>, logger: Logger, onGoAway: @escaping @Sendable () -> Void) {
+        self.state = state
+        self.logger = logger
+        self.onGoAway = onGoAway
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if case .goAway(let lastStreamID, let code, _) = frame.payload {
+            logger.debug("GOAWAY received", metadata: ["last-stream-id": "\(lastStreamID)", "code": "\(code)"])
+            state.withLockedValue { state in
+                state.usable = false
+                let last = Int(lastStreamID)
+                state.goAwayLastStreamID = min(state.goAwayLastStreamID ?? last, last)
+            }
+            onGoAway()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIOHTTP2 reports stream errors here too: the connection stays, but takes no new
+        // requests (after a connection error NIOHTTP2 has sent GOAWAY; the idle timer closes it).
+        logger.debug("HTTP/2 error", metadata: ["error": "\(error)"])
+        switch error {
+        case is NIOHTTP2Errors.StreamClosed, is NIOHTTP2Errors.NoSuchStream, is NIOHTTP2Errors.ContentLengthViolated,
+             is NIOHTTP2Errors.StreamError:
+            return  // one stream's trouble, reported to that stream
+        default:
+            state.withLockedValue { $0.usable = false }
+            onGoAway()
+        }
+    }
+}
+
+/// A connect failure as an ``HTTPError``.
+func mapConnectError(_ error: any Error, origin: HTTP2Origin) -> HTTPError {
+    if let error = error as? HTTPError { return error }
+    if case ChannelError.connectTimeout? = error as? ChannelError { return .connectTimeout }
+    if let connection = error as? NIOConnectionError {
+        if connection.dnsAAAAError != nil && connection.dnsAError != nil && connection.connectionErrors.isEmpty {
+            return .unresolvableHost(origin.host)
+        }
+        if let first = connection.connectionErrors.first {
+            if case ChannelError.connectTimeout? = first.error as? ChannelError { return .connectTimeout }
+            return .connectionRefused("\(origin): \(first.error)")
+        }
+        return .unresolvableHost(origin.host)
+    }
+    return .connectionRefused("\(origin): \(error)")
+}
+
+/// A TLS handshake failure as an ``HTTPError``.
+func mapHandshakeError(_ error: any Error) -> HTTPError {
+    if let error = error as? HTTPError { return error }
+    let text = "\(error)"
+    if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate") {
+        return .certificateVerificationFailed(text)
+    }
+    return .tlsHandshakeFailed(text)
+}
