@@ -4,6 +4,7 @@
 //   h3-bench idle  --port P --ca C --connections N ...  holds N idle connections open
 // They print one machine-readable line (READY / RESULT / OPEN / VERIFIED) on standard output.
 import Foundation
+import HTTP2
 import HTTP3
 import HTTPAPI
 import HTTPTypes
@@ -53,7 +54,7 @@ struct Arguments {
         while let argument = iterator.next() {
             guard argument.hasPrefix("--") else { throw BenchFailure("unexpected argument \(argument)") }
             let name = String(argument.dropFirst(2))
-            if ["quick", "no-peers"].contains(name) { flags.insert(name); continue }
+            if ["quick", "no-peers", "http2"].contains(name) { flags.insert(name); continue }
             guard let value = iterator.next() else { throw BenchFailure("\(argument) needs a value") }
             values[name, default: ""] += values[name] == nil ? value : ",\(value)"
         }
@@ -116,14 +117,26 @@ enum OurServer {
             }
             try await response.finish()
         }
-        let server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
-        writeLine("READY \(server.localAddress.port ?? port)")
+        // The same handler over HTTP/2 (TCP + TLS) with --http2.
+        let stop: @Sendable () async -> Void
+        if arguments.flags.contains("http2") {
+            var http2 = HTTP2ServerConfiguration(host: "127.0.0.1", port: port, tls: tls)
+            http2.gracefulShutdownTimeout = .seconds(1)
+            http2.idleTimeout = Pinned.idleTimeout
+            let server = try await HTTP2Server.bind(configuration: http2, handler: handler)
+            writeLine("READY \(server.localAddress.port ?? port)")
+            stop = { await server.shutdown() }
+        } else {
+            let server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
+            writeLine("READY \(server.localAddress.port ?? port)")
+            stop = { await server.shutdown() }
+        }
         // Serve until the benchmark (our parent) stops us or goes away.
         let parent = getppid()
         while getppid() == parent {
             try? await Task.sleep(for: .milliseconds(500))
         }
-        await server.shutdown()
+        await stop()
     }
 }
 
@@ -143,9 +156,27 @@ enum OurClient {
         return HTTP3Transport(configuration: configuration)
     }
 
+    /// Our HTTP/2 client (TCP + TLS), configured like the HTTP/3 one.
+    static func makeHTTP2Transport(port: Int, ca: String) -> HTTP2Transport {
+        var tls = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: ["h2"])
+        tls.trustRoots = .certificates(.file(ca))
+        return HTTP2Transport(configuration: .init(tls: tls, idleConnectionTimeout: .seconds(3600),
+                                                   resolve: ["localhost:\(port)": "127.0.0.1"]))
+    }
+
+    /// A client of either transport, and how to shut it down.
+    static func makeClient(port: Int, ca: String, http2: Bool) -> (any HTTPRoundTripper, @Sendable () async -> Void) {
+        if http2 {
+            let transport = makeHTTP2Transport(port: port, ca: ca)
+            return (transport, { await transport.shutdown() })
+        }
+        let transport = makeTransport(port: port, ca: ca)
+        return (transport, { await transport.shutdown() })
+    }
+
     /// One GET; the body is discarded but counted, and the first byte of each chunk is checked
     /// against the content pattern. Anything but exactly `size` bytes is an error.
-    static func get(_ transport: HTTP3Transport, port: Int, path: String, size: Int) async throws -> (bytes: Int, reused: Bool, connected: Double) {
+    static func get(_ transport: any HTTPRoundTripper, port: Int, path: String, size: Int) async throws -> (bytes: Int, reused: Bool, connected: Double) {
         let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: path)
         let response = try await transport.roundTrip(request)
         guard response.head.status == .ok else {
@@ -173,6 +204,7 @@ enum OurClient {
         let requests = try arguments.int("requests", default: 1)
         let concurrency = max(1, min(requests, try arguments.int("concurrency", default: 1)))
         let newConnections = try arguments.int("new-connections", default: 0) != 0
+        let http2 = arguments.flags.contains("http2")
         qlogDirectory = arguments.optional("qlog-dir")
         let started = now()
         var total = 0
@@ -181,12 +213,12 @@ enum OurClient {
             // Where the time of a new connection goes: handshake, the GET after it, the shutdown.
             var connect: [Double] = [], request: [Double] = [], shutdown: [Double] = []
             for _ in 0..<requests {
-                let transport = makeTransport(port: port, ca: ca)
+                let (transport, stop) = makeClient(port: port, ca: ca, http2: http2)
                 let t0 = now()
                 let result = try await get(transport, port: port, path: path, size: size)
                 let t1 = now()
                 total += result.bytes
-                await transport.shutdown()
+                await stop()
                 let t2 = now()
                 connect.append(result.connected)
                 request.append(t1 - t0 - result.connected)
@@ -195,7 +227,7 @@ enum OurClient {
             func ms(_ values: [Double]) -> String { String(format: "%.2f", values.sorted()[values.count / 2] * 1000) }
             phases = " connect_ms=\(ms(connect)) request_ms=\(ms(request)) shutdown_ms=\(ms(shutdown))"
         } else {
-            let transport = makeTransport(port: port, ca: ca)
+            let (transport, shutdown) = makeClient(port: port, ca: ca, http2: http2)
             total = try await withThrowingTaskGroup(of: Int.self) { group in
                 for worker in 0..<concurrency {
                     let share = requests / concurrency + (worker < requests % concurrency ? 1 : 0)
@@ -207,7 +239,7 @@ enum OurClient {
                 }
                 return try await group.reduce(0, +)
             }
-            await transport.shutdown()
+            await shutdown()
         }
         let seconds = now() - started
         guard total == requests * size else {

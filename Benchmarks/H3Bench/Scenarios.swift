@@ -88,17 +88,22 @@ final class Bench {
 
     // MARK: servers and clients
 
-    enum Server { case ours, ngtcp2 }
+    enum Server { case ours, oursHTTP2, ngtcp2 }
 
     func startServer(_ kind: Server) throws -> (Child, Int) {
-        let port = try freeUDPPort()
         switch kind {
-        case .ours:
-            let child = try Child(executable, ["serve", "--port", "\(port)", "--cert", certFile, "--key", keyFile],
-                                  name: "our-server", logDirectory: logs)
-            _ = try child.waitForLine(prefix: "READY", timeout: 30)
+        case .ours, .oursHTTP2:
+            // Port 0: the server reports the port it bound.
+            let child = try Child(executable, ["serve", "--port", "0", "--cert", certFile, "--key", keyFile]
+                                              + (kind == .oursHTTP2 ? ["--http2"] : []),
+                                  name: kind == .ours ? "our-server" : "our-http2-server", logDirectory: logs)
+            let ready = try child.waitForLine(prefix: "READY", timeout: 30)
+            guard let port = ready.split(separator: " ").last.flatMap({ Int($0) }), port > 0 else {
+                throw BenchFailure("our server printed no port: \(ready)")
+            }
             return (child, port)
         case .ngtcp2:
+            let port = try freeUDPPort()
             let child = try Child(gtlsserver, gtlsCommon + ["--timeout=600s", "--htdocs=\(htdocs)", "127.0.0.1", "\(port)",
                                                             keyFile, certFile],
                                   name: "gtlsserver", logDirectory: logs)
@@ -117,10 +122,10 @@ final class Bench {
 
     /// Our client as a child process: `requests` GETs of `size` bytes.
     func ourClient(port: Int, size: Int, requests: Int = 1, concurrency: Int = 1, newConnections: Bool = false,
-                   timeout: Double = 180) throws -> ClientRun {
+                   http2: Bool = false, timeout: Double = 180) throws -> ClientRun {
         let child = try Child(executable, ["fetch", "--port", "\(port)", "--ca", certFile, "--path", Content.path(size: size),
                                            "--size", "\(size)", "--requests", "\(requests)", "--concurrency", "\(concurrency)",
-                                           "--new-connections", newConnections ? "1" : "0"],
+                                           "--new-connections", newConnections ? "1" : "0"] + (http2 ? ["--http2"] : []),
                               name: "our-client", logDirectory: logs)
         let exit = try child.wait(timeout: timeout)
         guard exit.status == 0 else { throw BenchFailure("our client failed (exit \(exit.status)): \(child.stderrTail)") }
@@ -164,13 +169,16 @@ final class Bench {
         let size = sizes.bulkBytes
         let (ourServer, ourPort) = try startServer(.ours)
         let (peerServer, peerPort) = try startServer(.ngtcp2)
-        defer { ourServer.stop(); peerServer.stop() }
+        let (http2Server, http2Port) = try startServer(.oursHTTP2)
+        defer { ourServer.stop(); peerServer.stop(); http2Server.stop() }
 
-        struct Pair { let label: String; let server: Child; let port: Int; let ours: Bool }
+        struct Pair { let label: String; let server: Child; let port: Int; let ours: Bool; var http2 = false }
         let pairs = [Pair(label: "our client ← our server", server: ourServer, port: ourPort, ours: true),
                      Pair(label: "gtlsclient ← our server", server: ourServer, port: ourPort, ours: false),
                      Pair(label: "our client ← gtlsserver", server: peerServer, port: peerPort, ours: true),
-                     Pair(label: "gtlsclient ← gtlsserver (reference)", server: peerServer, port: peerPort, ours: false)]
+                     Pair(label: "gtlsclient ← gtlsserver (reference)", server: peerServer, port: peerPort, ours: false),
+                     Pair(label: "HTTP/2: our client ← our server (TCP + TLS, same handler)", server: http2Server,
+                          port: http2Port, ours: true, http2: true)]
         var rates = [[Double]](repeating: [], count: pairs.count)
         var clientCPU = [[Double]](repeating: [], count: pairs.count)
         var serverCPU = [[Double]](repeating: [], count: pairs.count)
@@ -179,7 +187,7 @@ final class Bench {
         for run in 0..<sizes.bulkRuns {
             for (index, pair) in pairs.enumerated() {
                 let serverBefore = pair.server.cpuSecondsSoFar
-                let result = pair.ours ? try ourClient(port: pair.port, size: size, timeout: 120)
+                let result = pair.ours ? try ourClient(port: pair.port, size: size, http2: pair.http2, timeout: 120)
                                        : try gtlsClient(port: pair.port, size: size, timeout: 120)
                 let serverAfter = pair.server.cpuSecondsSoFar
                 rates[index].append(Double(result.bytes) / 1e6 / result.wall)
@@ -197,9 +205,18 @@ final class Bench {
             let rate = median(rates[index])
             let ratio = rate / reference
             let isReference = index == 3
+            if pair.http2 {
+                // No target: what users would otherwise pick, for comparison.
+                report.row([pair.label, fmt(rate), rates[index].map { fmt($0, 0) }.joined(separator: ", "),
+                            fmt(ratio, 2) + "×", "—", "—"])
+                continue
+            }
             report.row([pair.label, fmt(rate), rates[index].map { fmt($0, 0) }.joined(separator: ", "),
                         isReference ? "1.00" : fmt(ratio, 2) + "×", isReference ? "—" : "≥ \(fmt(targets[index], 1))×",
                         isReference ? "—" : (ratio >= targets[index] ? "yes" : "**no**")])
+        }
+        if let http2 = pairs.firstIndex(where: \.http2) {
+            report.note("HTTP/3 over HTTP/2 with our client and server on both (same handler, same client code): \(fmt(median(rates[0]) / median(rates[http2]), 2))×.")
         }
         if !inProcess.isEmpty {
             report.note("Our client's own timing of the same runs (first request to last byte, no process start-up): \(fmt(median(inProcess))) MB/s median.")
@@ -224,14 +241,19 @@ final class Bench {
     func requests() throws {
         let (ourServer, ourPort) = try startServer(.ours)
         let (peerServer, peerPort) = try startServer(.ngtcp2)
-        defer { ourServer.stop(); peerServer.stop() }
-        var ours: [Double] = [], theirs: [Double] = []
+        let (http2Server, http2Port) = try startServer(.oursHTTP2)
+        defer { ourServer.stop(); peerServer.stop(); http2Server.stop() }
+        var ours: [Double] = [], theirs: [Double] = [], overHTTP2: [Double] = []
         for _ in 0..<sizes.requestRuns {
-            for (port, isOurs) in [(ourPort, true), (peerPort, false)] {
+            for (port, side) in [(ourPort, 0), (peerPort, 1), (http2Port, 2)] {
                 let run = try ourClient(port: port, size: 1024, requests: sizes.requests, concurrency: sizes.requestConcurrency,
-                                        timeout: 300)
+                                        http2: side == 2, timeout: 300)
                 let rate = Double(sizes.requests) / (run.inProcess ?? run.wall)
-                if isOurs { ours.append(rate) } else { theirs.append(rate) }
+                switch side {
+                case 0: ours.append(rate)
+                case 1: theirs.append(rate)
+                default: overHTTP2.append(rate)
+                }
             }
         }
         report.section("2. Requests: \(sizes.requests) GETs of 1 KB on one connection, \(sizes.requestConcurrency) in flight (median of \(sizes.requestRuns), measured inside our client)",
@@ -241,6 +263,9 @@ final class Bench {
                     fmt(ratio, 2) + "×", "≥ 1.0×", ratio >= 1.0 ? "yes" : "**no**"])
         report.row(["our client ← gtlsserver", fmt(median(theirs), 0), theirs.map { fmt($0, 0) }.joined(separator: ", "),
                     "1.00", "—", "—"])
+        report.row(["HTTP/2: our client ← our server (TCP + TLS, same handler)", fmt(median(overHTTP2), 0),
+                    overHTTP2.map { fmt($0, 0) }.joined(separator: ", "), fmt(median(overHTTP2) / median(theirs), 2) + "×", "—", "—"])
+        report.note("HTTP/3 over HTTP/2 with our client and server on both: \(fmt(median(ours) / median(overHTTP2), 2))× the requests per second.")
     }
 
     // MARK: 3. Handshakes

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import HTTP2
 import HTTP3
+import HTTPServer
 import HTTPAPI
 import NIOCore
 import QUIC
@@ -9,19 +11,21 @@ import QUIC
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve a directory over HTTP/3.",
+        abstract: "Serve a directory over HTTP/3 (and HTTP/2 with --tcp).",
         discussion: """
             Without --cert/--key, h3 generates a self-signed certificate for localhost, 127.0.0.1 and ::1 on \
             first use and keeps it in $XDG_CACHE_HOME/swift-h3 (or ~/.cache/swift-h3); clients need \
             --cacert with that file, or -k. SIGINT or SIGTERM stop the server gracefully: GOAWAY, requests \
-            in flight finish, then the connections close.
+            in flight finish, then the connections close. With --tcp the same port also serves HTTP/2 \
+            (HTTP/1.1 for clients that do not offer h2) over TCP, and TCP responses carry \
+            Alt-Svc: h3=":PORT"; ma=86400 so that clients move to HTTP/3.
             """)
 
     @Argument(help: "The directory to serve.")
     var directory = "."
     @Option(help: "The address to listen on (:: for every IPv6 and IPv4 address).")
     var host = "127.0.0.1"
-    @Option(name: [.customShort("p"), .long], help: "The UDP port (0 picks a free one).")
+    @Option(name: [.customShort("p"), .long], help: "The UDP (and with --tcp, TCP) port (0 picks a free one).")
     var port = 4433
     @Option(help: ArgumentHelp("The certificate chain (PEM).", valueName: "file"))
     var cert: String?
@@ -38,6 +42,15 @@ struct Serve: AsyncParsableCommand {
     var qlogDirectory: String?
     @Flag(name: [.customShort("q"), .long], help: "No access log.")
     var quiet = false
+    @Flag(help: "Serve HTTP/2 and HTTP/1.1 over TCP on the same port as well, advertising HTTP/3 with Alt-Svc.")
+    var tcp = false
+    @Option(name: .customLong("alt-svc-port"),
+            help: ArgumentHelp("With --tcp: the UDP port Alt-Svc advertises (behind a port-mapping proxy).",
+                               valueName: "port"))
+    var altSvcPort: Int?
+    @Option(name: .customLong("alt-svc-max-age"),
+            help: ArgumentHelp("With --tcp: how long clients may remember the Alt-Svc advertisement.", valueName: "seconds"))
+    var altSvcMaxAge = 86400
     @Option(name: .customLong("shutdown-timeout"),
             help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
     var shutdownTimeout = 10.0
@@ -45,6 +58,15 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
+        if let altSvcPort, !(1...65535).contains(altSvcPort) {
+            throw ValidationError("--alt-svc-port must be between 1 and 65535")
+        }
+        if !(0...Int(Int32.max)).contains(altSvcMaxAge) {
+            throw ValidationError("--alt-svc-max-age must be between 0 and \(Int32.max)")
+        }
+        if !tcp && (altSvcPort != nil || altSvcMaxAge != 86400) {
+            throw ValidationError("--alt-svc-port and --alt-svc-max-age go with --tcp")
+        }
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
             throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
         }
@@ -85,20 +107,39 @@ struct Serve: AsyncParsableCommand {
 
         let tls = QUICTLSConfiguration.makeServerConfiguration(
             certificateChain: .file(certificatePath), privateKey: .file(keyPath), applicationProtocols: ["h3"])
-        var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls,
-                                                     gracefulShutdownTimeout: .milliseconds(Int64(shutdownTimeout * 1000)))
+        let shutdownAfter = Duration.milliseconds(Int64(shutdownTimeout * 1000))
+        var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls, gracefulShutdownTimeout: shutdownAfter)
         configuration.quic.requireAddressValidation = retry
         configuration.quic.quic.qlogDirectory = qlogDirectory
-        let server: HTTP3Server
-        do {
-            server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
-        } catch {
-            throw ToolError(1, "cannot serve on udp \(host) port \(port): \(error)")
+        let stop: @Sendable () async -> Void
+        let boundPort: Int
+        var transports = "HTTP/3 over UDP"
+        if tcp {
+            var combined = HTTPServerConfiguration(host: host, port: port, tls: tls, advertisedPort: altSvcPort,
+                                                   altSvcMaxAge: altSvcMaxAge)
+            combined.http3 = configuration
+            combined.http2.gracefulShutdownTimeout = shutdownAfter
+            let server: HTTPServer
+            do {
+                server = try await HTTPServer.bind(configuration: combined, handler: handler)
+            } catch {
+                throw ToolError(1, "cannot serve on udp and tcp \(host) port \(port): \(error)")
+            }
+            boundPort = server.port
+            stop = { await server.shutdown() }
+            transports += ", HTTP/2 and HTTP/1.1 over TCP; Alt-Svc: \(server.altSvc ?? "")"
+        } else {
+            let server: HTTP3Server
+            do {
+                server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
+            } catch {
+                throw ToolError(1, "cannot serve on udp \(host) port \(port): \(error)")
+            }
+            boundPort = server.localAddress.port ?? port
+            stop = { await server.shutdown() }
         }
-        let boundPort = server.localAddress.port ?? port
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (HTTP/3 over UDP); "
-                      + "Ctrl-C stops")
+        Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (\(transports)); Ctrl-C stops")
 
         let signal = await signals.next() ?? SIGTERM
         Console.error("h3 serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down gracefully "
@@ -109,7 +150,7 @@ struct Serve: AsyncParsableCommand {
             Console.error("h3 serve: stopping now")
             Glibc.exit(1)
         }
-        await server.shutdown()
+        await stop()
         forced.cancel()
         Console.error("h3 serve: stopped")
     }

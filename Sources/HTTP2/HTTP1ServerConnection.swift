@@ -49,7 +49,13 @@ final class HTTP1ServerConnection: Sendable {
         defer { channel.close(promise: nil) }
         let writer = BoundedWriter(channel: channel)
         while true {
-            guard let part = try? await reader.next() else { return }
+            // An idle connection (no request begun) closes after the idle timeout.
+            let idleTimer = state.configuration.idleTimeout.map { timeout in
+                channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [channel] in channel.close(promise: nil) }
+            }
+            let next = try? await reader.next()
+            idleTimer?.cancel()
+            guard let part = next else { return }
             guard case .head(let head) = part else { continue }
             let draining = flags.withLockedValue { flags -> Bool in
                 flags.busy = true
@@ -79,8 +85,9 @@ final class HTTP1ServerConnection: Sendable {
                                          channel: channel)
             await state.run(request, body: HTTPBody(source: source, length: length),
                             context: facts.context(.http1_1), sink: sink)
-            // A request body not read to its end leaves the connection mid-message: close it.
-            guard sink.finished, !sink.aborted, source.ended, sink.keepAlive else { return }
+            // The rest of a request body the handler did not read is skipped (up to 1 MiB; a
+            // larger rest closes the connection rather than reading it).
+            guard sink.finished, !sink.aborted, sink.keepAlive, await source.skipRest(limit: 1 << 20) else { return }
             let stop = flags.withLockedValue { flags -> Bool in
                 flags.busy = false
                 return flags.draining
@@ -97,6 +104,7 @@ final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
     private var _ended = false
     private var _trailers: HTTPFields?
     private var failure: (any Error)?
+    private var cancelled = false
 
     init(reader: InboundReader<HTTPServerRequestPart>) {
         self.reader = reader
@@ -105,6 +113,12 @@ final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
     var ended: Bool { lock.withLock { _ended } }
 
     func next() async throws -> ByteBuffer? {
+        if lock.withLock({ cancelled }) { throw HTTPError.bodyAlreadyConsumed }
+        return try await readChunk()
+    }
+
+    /// The next body bytes from the connection, `nil` at the end of the body.
+    private func readChunk() async throws -> ByteBuffer? {
         while true {
             let (ended, failure) = lock.withLock { (_ended, self.failure) }
             if let failure { throw failure }
@@ -113,9 +127,7 @@ final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
             do {
                 part = try await reader.next()
             } catch {
-                let mapped = HTTPError.connectionClosed("\(error)")
-                lock.withLock { self.failure = mapped }
-                throw mapped
+                throw fail(HTTPError.connectionClosed("\(error)"))
             }
             switch part {
             case .body(let buffer)?:
@@ -135,23 +147,37 @@ final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
                 }
                 return nil
             case .head?:
-                let error = HTTPError.protocolError("a request head inside a body")
-                lock.withLock { self.failure = error }
-                throw error
+                throw fail(HTTPError.protocolError("a request head inside a body"))
             case nil:
-                let error = HTTPError.connectionClosed("the connection closed before the end of the body")
-                lock.withLock { self.failure = error }
-                throw error
+                throw fail(HTTPError.connectionClosed("the connection closed before the end of the body"))
             }
         }
+    }
+
+    private func fail(_ error: any Error) -> any Error {
+        lock.withLock { failure = error }
+        return error
     }
 
     func trailers() async throws -> HTTPFields? { lock.withLock { _trailers } }
 
     func cancel() {
-        lock.withLock {
-            if !_ended && failure == nil { failure = HTTPError.bodyAlreadyConsumed }
+        lock.withLock { cancelled = true }
+    }
+
+    /// Reads and drops what is left of the body, up to `limit` bytes; whether the body ended
+    /// cleanly, so that the connection can carry the next request.
+    func skipRest(limit: Int) async -> Bool {
+        var skipped = 0
+        while skipped <= limit {
+            do {
+                guard let chunk = try await readChunk() else { return true }
+                skipped += chunk.readableBytes
+            } catch {
+                return false
+            }
         }
+        return false
     }
 }
 

@@ -46,12 +46,14 @@ public struct HTTP2ServerConfiguration: Sendable {
     /// request on it ends (kube-apiserver's `--goaway-chance`), so long-lived clients reconnect
     /// and a load balancer can move them to another instance. 0 (the default) never does.
     public var goawayChance: Double = 0
+    /// Connections open at once; further ones are closed as they are accepted.
+    public var maxConnections: Int
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration, allowHTTP1: Bool = true,
                 maxConcurrentStreams: Int = 100, maxHeaderListSize: Int = 64 << 10, initialWindowSize: Int = 1 << 20,
                 responseHeaders: HTTPFields = [:], gracefulShutdownTimeout: Duration = .seconds(10),
-                idleTimeout: Duration? = .seconds(300), reusePort: Bool = false) {
+                idleTimeout: Duration? = .seconds(300), reusePort: Bool = false, maxConnections: Int = 10_000) {
         self.host = host
         self.port = port
         self.tls = tls
@@ -63,6 +65,7 @@ public struct HTTP2ServerConfiguration: Sendable {
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.idleTimeout = idleTimeout
         self.reusePort = reusePort
+        self.maxConnections = maxConnections
     }
 }
 
@@ -96,9 +99,9 @@ public final class HTTP2Server: Sendable {
         guard (0...65535).contains(configuration.port) else {
             throw HTTP2ConfigurationError("port \(configuration.port) is out of range")
         }
-        guard configuration.maxConcurrentStreams > 0, configuration.maxHeaderListSize > 0,
+        guard configuration.maxConcurrentStreams > 0, configuration.maxHeaderListSize > 0, configuration.maxConnections > 0,
               (65535...Int(Int32.max)).contains(configuration.initialWindowSize) else {
-            throw HTTP2ConfigurationError("the stream limit and header size must be positive, the window 64 KiB to 2 GiB")
+            throw HTTP2ConfigurationError("the stream, connection and header limits must be positive, the window 64 KiB to 2 GiB")
         }
         let alpn = configuration.allowHTTP1 ? ["h2", "http/1.1"] : ["h2"]
         let sslContext = try TLSContexts.server(configuration.tls, alpn: alpn)
@@ -233,8 +236,9 @@ final class HTTP2ServerState: Sendable {
     /// Sets up an accepted connection's pipeline: SNI capture, TLS, then ALPN decides HTTP/2 or HTTP/1.1.
     func initialize(_ channel: any Channel, sslContext: NIOSSLContext) throws {
         let id = ObjectIdentifier(channel)
+        let limit = configuration.maxConnections
         let accepted = mutable.withLockedValue { state -> Bool in
-            guard !state.shuttingDown else { return false }
+            guard !state.shuttingDown, state.connections.count < limit else { return false }
             state.connections[id] = Connection(channel: channel)
             state.statistics.connectionsAccepted += 1
             return true
@@ -417,8 +421,8 @@ struct StreamDelegates: NIOHTTP2StreamDelegate {
     }
 }
 
-/// Logs and swallows errors that reach the end of a connection's pipeline (a failed handshake,
-/// a protocol error): that connection closes, the server carries on.
+/// Logs errors that reach the end of a connection's pipeline (a failed handshake, a protocol
+/// error, a stream error) so that they do not go unhandled; the server carries on.
 final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     let logger: Logger
@@ -426,7 +430,9 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     init(logger: Logger) { self.logger = logger }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // TLS failures close the connection by themselves; NIOHTTP2 reports stream errors here
+        // too (a reset stream must not take the connection down), and after a connection error
+        // it has sent GOAWAY: the client closes, or the idle timeout does.
         logger.debug("connection error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
     }
 }

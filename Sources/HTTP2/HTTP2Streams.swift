@@ -57,7 +57,17 @@ final class HTTP2BodySource: HTTPBodySource, @unchecked Sendable {
             if ended { return nil }
             let frame: HTTP2Frame.FramePayload?
             do {
-                frame = try await reader.next()
+                // A cancelled reader resets the stream (the peer sees CANCEL).
+                try Task.checkCancellation()
+                frame = try await withTaskCancellationHandler {
+                    try await reader.next()
+                } onCancel: { [onCancel] in
+                    onCancel()
+                }
+                try Task.checkCancellation()
+            } catch is CancellationError {
+                onCancel()
+                throw fail(CancellationError())
             } catch {
                 throw fail(HTTP2Errors.map(error))
             }

@@ -41,7 +41,9 @@ public struct HTTPRequestOptions: Sendable, Hashable {
 public enum HTTPProtocolVersion: String, Sendable, Hashable {
     /// HTTP/1.1 (an HTTP/2 server's fallback for clients that do not offer h2).
     case http1_1 = "1.1"
+    /// HTTP/2 over TCP + TLS.
     case http2 = "2"
+    /// HTTP/3 over QUIC.
     case http3 = "3"
 }
 
