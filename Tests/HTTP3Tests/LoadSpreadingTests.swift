@@ -139,9 +139,10 @@ struct LoadSpreadingTests {
 
     @Test("HTTP/2 GOAWAY chance 0.05: 2,000 requests at concurrency 50 all succeed and move over several connections",
           .disabled("""
-              HTTP2Transport loses requests across a server's graceful GOAWAY under concurrency ("the stream closed \
-              before the response head", and with that classified as rejected, "before the end of the body"): \
-              a bug of the HTTP/2 client/server pair to fix on the h2 side; the server option itself works
+              HTTP2Transport does not yet survive frequent GOAWAYs under concurrency: after about 10 s a request \
+              fails with "the server did not process the request" (its 5 retries used up) or NIOHTTP2's \
+              IOOnClosedConnection (a request written on a connection the server closed is not treated as unsent). \
+              To fix in HTTP2Transport's retry policy; the server option itself sends the GOAWAYs
               """))
     func http2GoawayChance() async throws {
         var configuration = HTTP2ServerConfiguration(host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h2"]))
