@@ -90,6 +90,9 @@ struct Fetch: AsyncParsableCommand {
     var http3 = false
     @Flag(name: .customLong("http2"), help: "Use HTTP/2 over TCP + TLS only.")
     var http2 = false
+    @Option(name: .customLong("happy-eyeballs-timeout-ms"),
+            help: ArgumentHelp("With --http3: how long QUIC has before HTTP/2 over TCP starts beside it.", valueName: "ms"))
+    var happyEyeballsTimeout = 250
     @Option(name: .customLong("alt-svc"),
             help: ArgumentHelp("Read and write the Alt-Svc cache in this file (curl's format), in every mode but --http2.",
                                valueName: "file"))
@@ -108,6 +111,9 @@ struct Fetch: AsyncParsableCommand {
             throw ValidationError("use only one of --http3-only, --http3 and --http2")
         }
         if let altSvcFile, altSvcFile.isEmpty { throw ValidationError("--alt-svc needs a file name") }
+        if !(0...600_000).contains(happyEyeballsTimeout) {
+            throw ValidationError("--happy-eyeballs-timeout-ms must be 0 to 600000")
+        }
         if uploadFile != nil && (!data.isEmpty || !dataBinary.isEmpty) {
             throw ValidationError("-T/--upload-file and -d/--data cannot be used together")
         }
@@ -171,7 +177,8 @@ struct Fetch: AsyncParsableCommand {
         var chooser: HTTPClient?
         if mode != .http3Only || altSvcFile != nil {
             let http2Transport = try makeHTTP2Transport(configuration)
-            let client = HTTPClient(configuration: .init(mode: mode, altSvcCacheFile: altSvcFile), http3: http3Transport,
+            let client = HTTPClient(configuration: .init(mode: mode, raceDelay: .milliseconds(happyEyeballsTimeout),
+                                                         altSvcCacheFile: altSvcFile), http3: http3Transport,
                                     http2: http2Transport)
             if let problem = client.altSvcCacheLoadError {
                 Console.error("h3: warning: ignoring the Alt-Svc cache: \(problem)")

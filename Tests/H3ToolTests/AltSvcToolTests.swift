@@ -85,7 +85,9 @@ struct AltSvcToolTests {
             #expect(http2.text == "h2 2")
             #expect(!FileManager.default.fileExists(atPath: cacheFile), "--http2 keeps no Alt-Svc cache")
 
-            let raced = try await runH3(trust + ["-sS", "--http3", "-w", " %{http_version}", both])
+            // A long head start for QUIC, so that the machine's load does not decide the race.
+            let raced = try await runH3(trust + ["-sS", "--http3", "--happy-eyeballs-timeout-ms", "20000",
+                                                 "-w", " %{http_version}", both])
             #expect(raced.status == 0, "\(raced)")
             #expect(raced.text == "h3 3", "QUIC answered: HTTP/3 won the race")
 
@@ -98,6 +100,8 @@ struct AltSvcToolTests {
 
             let only3 = try await runH3(trust + ["-sS", "--http3-only", "https://localhost:\(tcpOnly.localAddress.port ?? 0)/"])
             #expect(only3.status == 7, "--http3-only does not fall back: \(only3)")
+            let badDelay = try await runH3(["--http3", "--happy-eyeballs-timeout-ms", "-5", both])
+            #expect(badDelay.status == 2, "\(badDelay)")
         } catch {
             await combined.shutdown(); await tcpOnly.shutdown()
             throw error
