@@ -51,7 +51,7 @@ final class Bench {
     let work: String
     let gtlsserver = "/usr/sbin/gtlsserver"
     let gtlsclient = "/usr/bin/gtlsclient"
-    let certFile: String, keyFile: String, htdocs: String, downloads: String, logs: String
+    let certFile: String, keyFile: String, caFile: String, htdocs: String, downloads: String, logs: String
     let report = Report()
 
     /// ngtcp2's example peers pinned like our side: AES-128-GCM only, CUBIC, 1452-byte UDP payloads.
@@ -71,9 +71,13 @@ final class Bench {
         for directory in [htdocs, downloads, logs] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        // A CA and a leaf it signs: BoringSSL (the HTTP/2 rows) does not accept a self-signed
+        // leaf as its own trust root, GnuTLS does; with a CA both verify the same way.
+        let authority = try CertificateGenerator.makeCertificateAuthority(commonName: "h3-bench CA")
         let certificate = try CertificateGenerator.makeLeaf(
-            .init(commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
-        certFile = "\(work)/cert.pem"; keyFile = "\(work)/key.pem"
+            .init(commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]), issuer: authority)
+        certFile = "\(work)/cert.pem"; keyFile = "\(work)/key.pem"; caFile = "\(work)/ca.pem"
+        try authority.certificatePEM.write(toFile: caFile, atomically: true, encoding: .utf8)
         try certificate.certificatePEM.write(toFile: certFile, atomically: true, encoding: .utf8)
         try certificate.privateKeyPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
         for size in Set([sizes.bulkBytes, 1024]) {
@@ -123,7 +127,7 @@ final class Bench {
     /// Our client as a child process: `requests` GETs of `size` bytes.
     func ourClient(port: Int, size: Int, requests: Int = 1, concurrency: Int = 1, newConnections: Bool = false,
                    http2: Bool = false, timeout: Double = 180) throws -> ClientRun {
-        let child = try Child(executable, ["fetch", "--port", "\(port)", "--ca", certFile, "--path", Content.path(size: size),
+        let child = try Child(executable, ["fetch", "--port", "\(port)", "--ca", caFile, "--path", Content.path(size: size),
                                            "--size", "\(size)", "--requests", "\(requests)", "--concurrency", "\(concurrency)",
                                            "--new-connections", newConnections ? "1" : "0"] + (http2 ? ["--http2"] : []),
                               name: "our-client", logDirectory: logs)
@@ -336,7 +340,7 @@ final class Bench {
             usleep(1_000_000)
             let before = server.residentBytes
             let go = "\(work)/go-\(port)"
-            let holder = try Child(executable, ["idle", "--port", "\(port)", "--ca", certFile, "--connections", "\(count)", "--go", go],
+            let holder = try Child(executable, ["idle", "--port", "\(port)", "--ca", caFile, "--connections", "\(count)", "--go", go],
                                    name: "idle-client", logDirectory: logs)
             defer { holder.stop() }
             _ = try holder.waitForLine(prefix: "OPEN", timeout: 600)

@@ -438,9 +438,16 @@ func mapConnectError(_ error: any Error, origin: HTTP2Origin) -> HTTPError {
 /// A TLS handshake failure as an ``HTTPError``.
 func mapHandshakeError(_ error: any Error) -> HTTPError {
     if let error = error as? HTTPError { return error }
+    if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
+        return .certificateVerificationFailed("the certificate does not name the server (hostname mismatch)")
+    }
     let text = "\(error)"
-    if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate") {
-        return .certificateVerificationFailed(text)
+    if text.contains("CERTIFICATE_VERIFY_FAILED") {
+        return .certificateVerificationFailed("the server's certificate is not trusted (CERTIFICATE_VERIFY_FAILED)")
+    }
+    if text.contains("certificate") { return .certificateVerificationFailed(text) }
+    if text.contains("NO_APPLICATION_PROTOCOL") {
+        return .tlsHandshakeFailed("the server does not speak HTTP/2 (no common ALPN protocol)")
     }
     return .tlsHandshakeFailed(text)
 }

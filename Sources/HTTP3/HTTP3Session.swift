@@ -77,6 +77,8 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var goawayID: Int64?
     /// Server: shutting down gracefully.
     private(set) var shuttingDown = false
+    /// Whether the control and QPACK streams are bound (the handshake completed).
+    private var streamsBound = false
     private(set) var closeError: QUICError?
     private(set) var isClosed = false
     /// Called (on the loop) when the connection becomes unusable for new requests.
@@ -234,6 +236,12 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     func beginGracefulShutdown() {
         guard role == .server, !shuttingDown, let h3, !isClosed else { return }
         shuttingDown = true
+        // Before the handshake completed there is no control stream to carry GOAWAY (nghttp3
+        // asserts on it) and no request to wait for: close at once.
+        guard streamsBound else {
+            closeIfDrained()
+            return
+        }
         statistics.goawaySent = true
         // A first GOAWAY announces the shutdown; the final one (with the last stream we will
         // serve) follows a round trip later, so requests already on their way are not lost.
@@ -601,6 +609,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             throw QUICError.internalError("nghttp3 could not bind its streams")
         }
         qpackEncoderStreamID = encoder
+        streamsBound = true
     }
 
     func streamOpened(streamID: Int64) {}

@@ -68,14 +68,17 @@ struct EndToEndFixture: Sendable {
         HTTPRequest(method: method, scheme: "https", authority: authority, path: path, headerFields: fields)
     }
 
-    /// A second, independent client of the same transport.
-    func makeClient() -> (client: any HTTPRoundTripper, shutdown: @Sendable () async -> Void) {
+    /// A second, independent client of the same transport; `trustingTestCA: false` leaves it
+    /// with the system's trust store only.
+    func makeClient(trustingTestCA: Bool = true) -> (client: any HTTPRoundTripper, shutdown: @Sendable () async -> Void) {
         switch kind {
         case .http3:
-            let client = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"])))
+            let tls = trustingTestCA ? TestPKI.shared.clientTLS(alpn: ["h3"]) : .makeClientConfiguration(applicationProtocols: ["h3"])
+            let client = HTTP3Transport(configuration: .init(tls: tls))
             return (client, { await client.shutdown() })
         case .http2:
-            let client = HTTP2Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h2"])))
+            let tls = trustingTestCA ? TestPKI.shared.clientTLS(alpn: ["h2"]) : .makeClientConfiguration(applicationProtocols: ["h2"])
+            let client = HTTP2Transport(configuration: .init(tls: tls))
             return (client, { await client.shutdown() })
         }
     }

@@ -271,3 +271,33 @@ struct EndToEndTests {
         await fixture.stop()
     }
 }
+
+extension EndToEndTests {
+    @Test("errors: nothing listening is 'connection refused', an untrusted certificate fails verification",
+          arguments: TransportKind.allCases)
+    func connectErrors(_ kind: TransportKind) async throws {
+        let fixture = try await EndToEndFixture.start(kind)
+        try await fixture.run(30) {
+            // A client that trusts only the system store does not accept the test CA's certificate.
+            let (untrusted, shutdownUntrusted) = fixture.makeClient(trustingTestCA: false)
+            await #expect {
+                _ = try await untrusted.roundTrip(fixture.request(.get, "/hello"))
+            } throws: { error in
+                guard case HTTPError.certificateVerificationFailed = error else { return false }
+                return true
+            }
+            await shutdownUntrusted()
+            // Nothing listens on the port once the server is gone.
+            await fixture.shutdownServer()
+            let (fresh, shutdown) = fixture.makeClient()
+            await #expect {
+                _ = try await fresh.roundTrip(fixture.request(.get, "/hello"))
+            } throws: { error in
+                guard case HTTPError.connectionRefused = error else { return false }
+                return true
+            }
+            await shutdown()
+        }
+        await fixture.shutdownClient()
+    }
+}
