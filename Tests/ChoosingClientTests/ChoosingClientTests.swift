@@ -52,11 +52,11 @@ struct ChoosingClientTests {
         let client = HTTPClient(configuration: .init(mode: .race, raceDelay: .milliseconds(250)),
                                 // Ample time for TCP + TLS on a loaded machine; the QUIC attempt must still be going on
                                 // (or have timed out later) when the response arrives.
-                                http3: testHTTP3Transport(port: port, handshakeTimeout: .seconds(10)),
+                                http3: testHTTP3Transport(port: port, handshakeTimeout: .seconds(15)),
                                 http2: testHTTP2Transport(port: port))
         let authority = "localhost:\(port)"
         do {
-            try await withTimeout(60) {
+            try await withTimeout(80) {
                 let first = try await get(client, authority, "/blocked")
                 #expect(first.0 == .http2 && first.1 == "h2 /blocked")
                 let atResponse = client.recordedEvents()
@@ -65,7 +65,7 @@ struct ChoosingClientTests {
                 #expect(atResponse.contains { if case .tcpStarted = $0 { true } else { false } })
                 #expect(atResponse.contains { $0.isTCPConnected })
                 // The QUIC attempt goes on in the background, times out, and marks HTTP/3 broken.
-                try await waitForEvent(client, seconds: 30) { $0.isBrokenMark }
+                try await waitForEvent(client, seconds: 40) { $0.isBrokenMark }
                 let events = client.recordedEvents()
                 let failed = try #require(events.firstIndex { $0.isQUICFailed })
                 let connected = try #require(events.firstIndex { $0.isTCPConnected })
