@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "HTTP3", targets: ["HTTP3"]),
         .library(name: "HTTP2", targets: ["HTTP2"]),
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
+        .library(name: "ChoosingClient", targets: ["ChoosingClient"]),
         .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
         .library(name: "NetSim", targets: ["NetSim"]),
@@ -70,6 +71,7 @@ let package = Package(
             dependencies: [
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -117,12 +119,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The client that chooses between HTTP/3 and HTTP/2: Alt-Svc discovery, racing, fallback.
+        .target(
+            name: "ChoosingClient",
+            dependencies: [
+                "HTTP3", "HTTP2", "HTTPAPI", "QUIC",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The h3 command line tool (a curl-like client and `h3 serve`), as a library so that
         // tests can reach its parsers; the executable only calls into it.
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI",
+                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -181,9 +194,24 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "ChoosingClientTests",
+            dependencies: [
+                "ChoosingClient", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "QUIC", "QUICTestSupport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "HTTPAPITests",
+            dependencies: ["HTTPAPI"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport",
+                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -208,7 +236,7 @@ let package = Package(
         // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.
         .executableTarget(
             name: "H3Bench",
-            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI",
+            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient",
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/H3Bench",

@@ -11,6 +11,7 @@ import Glibc
 struct H3Bench {
     static let usage = """
         usage: h3-bench [--quick] [--scenario N]... [--runs N]
+               h3-bench fallback [--runs N]   the delay racing adds when UDP is blocked (one process)
           --quick        smaller sizes and fewer runs (a smoke test, not for RESULTS.md)
           --scenario N   run only scenario N (1 bulk + 5 CPU, 2 requests, 3 handshakes, 4 memory); repeatable
           --runs N       runs per scenario 1 (default 5; the median is reported)
@@ -23,6 +24,7 @@ struct H3Bench {
             case "serve": try await OurServer.run(Arguments(arguments.dropFirst(2)))
             case "fetch": try await OurClient.fetch(Arguments(arguments.dropFirst(2)))
             case "idle": try await OurClient.idle(Arguments(arguments.dropFirst(2)))
+            case "fallback": try await FallbackBench.run(Arguments(arguments.dropFirst(2)))
             case "--help", "-h", "help": print(usage)
             default: try drive(Arguments(arguments.dropFirst()))
             }

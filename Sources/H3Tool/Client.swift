@@ -7,7 +7,8 @@ import NIOCore
 /// Runs transfers for `h3 URL...`: requests, redirects, output, verbose lines, `-w`.
 struct Client: Sendable {
     let options: TransferOptions
-    let transport: HTTP3Transport
+    /// An ``HTTP3Transport``, or the protocol-choosing `HTTPClient` (`--http2`, `--http3`, `--alt-svc`).
+    let transport: any HTTPRoundTripper
 
     /// Runs the transfers one after another on the shared transport (one connection per origin).
     func run(_ plan: TransferPlan) async -> TransferReport {
@@ -203,7 +204,7 @@ struct Client: Sendable {
             let (body, uploadLength) = try makeBody(bodySpec)
             let hopStart = elapsed(since: started)
             if options.verbose {
-                Console.error("* Requesting \(target) over HTTP/3"
+                Console.error("* Requesting \(target) over \(options.protocolLabel)"
                               + (authorityOverride.map { " (authority \($0))" } ?? ""))
             }
             let response = try await transport.roundTrip(request, body: body, options: HTTPRequestOptions())
@@ -233,7 +234,7 @@ struct Client: Sendable {
                 report.timeAppConnect = hopStart + timings.tlsHandshakeDone.seconds
             }
             report.timeStartTransfer = hopStart + timings.firstResponseByte.seconds
-            let headerBlock = Client.headerBlock(response.head)
+            let headerBlock = Client.headerBlock(response.head, version: response.metadata.protocolVersion)
             report.sizeHeader = headerBlock.utf8.count
             progress.update(report)
             if options.verbose { printVerbose(request: request, response: response) }
@@ -327,8 +328,8 @@ struct Client: Sendable {
     }
 
     /// The response head as curl's `-i` prints it.
-    static func headerBlock(_ head: HTTPResponse) -> String {
-        var text = "HTTP/3 \(head.status.code)\r\n"
+    static func headerBlock(_ head: HTTPResponse, version: HTTPProtocolVersion = .http3) -> String {
+        var text = "HTTP/\(version.rawValue) \(head.status.code)\r\n"
         for field in head.headerFields { text += "\(field.name): \(field.value)\r\n" }
         return text + "\r\n"
     }
@@ -337,7 +338,7 @@ struct Client: Sendable {
         var lines: [String] = []
         let metadata = response.metadata
         if metadata.connectionReused {
-            lines.append("* Re-using the existing QUIC connection to \(metadata.remoteAddress ?? "?")")
+            lines.append("* Re-using the existing \(metadata.protocolVersion == .http3 ? "QUIC" : "TCP") connection to \(metadata.remoteAddress ?? "?")")
         } else if let info = metadata.connection {
             lines.append("* Connected to \(request.authority ?? "?") (\(info.remoteAddress ?? "?")) over \(info.transport)"
                          + (info.localAddress.map { " from \($0)" } ?? ""))
@@ -351,13 +352,14 @@ struct Client: Sendable {
                     lines.append("*  expire date: \(HTTPDate.format(seconds: notAfter))")
                 }
             }
-            lines.append(String(format: "* QUIC handshake done in %.3f ms", metadata.timings.connected.seconds * 1000))
+            let handshake = metadata.protocolVersion == .http3 ? "QUIC" : "TLS"
+            lines.append("* \(handshake)" + String(format: " handshake done in %.3f ms", metadata.timings.connected.seconds * 1000))
         }
-        lines.append("> \(request.method) \(request.path ?? "/") HTTP/3")
+        lines.append("> \(request.method) \(request.path ?? "/") HTTP/\(metadata.protocolVersion.rawValue)")
         lines.append("> host: \(request.authority ?? "")")
         for field in request.headerFields { lines.append("> \(field.name.canonicalName): \(field.value)") }
         lines.append(">")
-        lines.append("< HTTP/3 \(response.head.status.code)")
+        lines.append("< HTTP/\(metadata.protocolVersion.rawValue) \(response.head.status.code)")
         for field in response.head.headerFields { lines.append("< \(field.name): \(field.value)") }
         lines.append("<")
         Console.write(lines.map { $0 + "\n" }.joined(), to: 2)

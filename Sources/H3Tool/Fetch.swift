@@ -1,5 +1,7 @@
 import ArgumentParser
+import ChoosingClient
 import Foundation
+import HTTP2
 import HTTP3
 import HTTPAPI
 import HTTPTypes
@@ -83,11 +85,35 @@ struct Fetch: AsyncParsableCommand {
     var sessionFile: String?
     @Flag(name: .customLong("http3-only"), help: "Use HTTP/3 only (the default).")
     var http3Only = false
-    @Flag(name: .customLong("http3"), help: "Use HTTP/3 (HTTP/2 fallback is not built yet, so the same as --http3-only).")
+    @Flag(name: .customLong("http3"),
+          help: "Try HTTP/3, racing it against HTTP/2 over TCP (which starts 250 ms later), as curl --http3.")
     var http3 = false
+    @Flag(name: .customLong("http2"), help: "Use HTTP/2 over TCP + TLS only.")
+    var http2 = false
+    @Option(name: .customLong("happy-eyeballs-timeout-ms"),
+            help: ArgumentHelp("With --http3: how long QUIC has before HTTP/2 over TCP starts beside it.", valueName: "ms"))
+    var happyEyeballsTimeout = 250
+    @Option(name: .customLong("alt-svc"),
+            help: ArgumentHelp("Read and write the Alt-Svc cache in this file (curl's format), in every mode but --http2.",
+                               valueName: "file"))
+    var altSvcFile: String?
+
+    /// The protocol choice the flags ask for.
+    var protocolMode: HTTPClient.Mode {
+        if http2 { return .http2Only }
+        if http3 { return .race }
+        return .http3Only
+    }
 
     func validate() throws {
         if urls.isEmpty { throw ValidationError("no URL specified") }
+        if [http3Only, http3, http2].filter({ $0 }).count > 1 {
+            throw ValidationError("use only one of --http3-only, --http3 and --http2")
+        }
+        if let altSvcFile, altSvcFile.isEmpty { throw ValidationError("--alt-svc needs a file name") }
+        if !(0...600_000).contains(happyEyeballsTimeout) {
+            throw ValidationError("--happy-eyeballs-timeout-ms must be 0 to 600000")
+        }
         if uploadFile != nil && (!data.isEmpty || !dataBinary.isEmpty) {
             throw ValidationError("-T/--upload-file and -d/--data cannot be used together")
         }
@@ -146,8 +172,20 @@ struct Fetch: AsyncParsableCommand {
             }
             configuration.quic.sessionCache = sessions
         }
-        let transport = HTTP3Transport(configuration: configuration)
-        let client = Client(options: options, transport: transport)
+        let http3Transport = HTTP3Transport(configuration: configuration)
+        let mode = protocolMode
+        var chooser: HTTPClient?
+        if mode != .http3Only || altSvcFile != nil {
+            let http2Transport = try makeHTTP2Transport(configuration)
+            let client = HTTPClient(configuration: .init(mode: mode, raceDelay: .milliseconds(happyEyeballsTimeout),
+                                                         altSvcCacheFile: altSvcFile), http3: http3Transport,
+                                    http2: http2Transport)
+            if let problem = client.altSvcCacheLoadError {
+                Console.error("h3: warning: ignoring the Alt-Svc cache: \(problem)")
+            }
+            chooser = client
+        }
+        let client = Client(options: options, transport: chooser ?? http3Transport)
 
         var plans: [TransferPlan] = []
         for (index, target) in targets.enumerated() {
@@ -182,7 +220,16 @@ struct Fetch: AsyncParsableCommand {
             for plan in plans { collected.append(await client.run(plan)) }
             reports = collected
         }
-        await transport.shutdown()
+        if let chooser {
+            do {
+                try chooser.saveAltSvcCache()
+            } catch {
+                Console.error("h3: warning: \(error)")
+            }
+            await chooser.shutdown(savingAltSvcCache: false)
+        } else {
+            await http3Transport.shutdown()
+        }
         if let sessions, let sessionFile {
             do {
                 try sessions.save(to: sessionFile)
@@ -193,6 +240,13 @@ struct Fetch: AsyncParsableCommand {
         if let failed = reports.first(where: { $0.exitCode != 0 }) {
             throw ToolError(failed.exitCode, "")
         }
+    }
+
+    /// The HTTP/2 side of `--http2` and `--http3`, with the same TLS settings and `--resolve`.
+    private func makeHTTP2Transport(_ configuration: HTTP3Transport.Configuration) throws(ToolError) -> (any PreconnectingRoundTripper)? {
+        var http2 = HTTP2Transport.Configuration(tls: configuration.tls, resolve: configuration.resolve)
+        if let connectTimeout { http2.connectTimeout = .milliseconds(Int64(connectTimeout * 1000)) }
+        return HTTP2Transport(configuration: http2)
     }
 
     private func makeTransportConfiguration() throws(ToolError) -> HTTP3Transport.Configuration {
@@ -263,8 +317,15 @@ struct TransferOptions: Sendable {
     var writeOut: String?
     var maxTime: Double?
     var parallel: Bool
+    /// What `-v` says requests go over.
+    var protocolLabel: String
 
     init(_ fetch: Fetch) throws(ToolError) {
+        switch fetch.protocolMode {
+        case .http3Only: protocolLabel = "HTTP/3"
+        case .http2Only: protocolLabel = "HTTP/2"
+        case .race, .altSvcDiscovery: protocolLabel = "HTTP/3 or HTTP/2"
+        }
         headOnly = fetch.headOnly
         include = fetch.include
         followRedirects = fetch.followRedirects

@@ -11,7 +11,7 @@ import NIOTLS
 import QUIC
 
 /// One pooled HTTP/2 client connection (TCP + TLS), multiplexing request streams.
-final class HTTP2ClientConnection: Sendable {
+final class HTTP2ClientConnection: PooledConnection {
     let channel: any Channel
     let multiplexer: NIOHTTP2Handler.StreamMultiplexer
     let info: HTTPConnectionInfo

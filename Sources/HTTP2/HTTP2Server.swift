@@ -42,6 +42,10 @@ public struct HTTP2ServerConfiguration: Sendable {
     /// Sets SO_REUSEPORT, so that several servers can share the port and the kernel spreads
     /// new connections over them.
     public var reusePort: Bool
+    /// The probability (0...1) that the server sends GOAWAY on an HTTP/2 connection after a
+    /// request on it ends (kube-apiserver's `--goaway-chance`), so long-lived clients reconnect
+    /// and a load balancer can move them to another instance. 0 (the default) never does.
+    public var goawayChance: Double = 0
     /// Connections open at once; further ones are closed as they are accepted.
     public var maxConnections: Int
 
@@ -151,6 +155,8 @@ package struct HTTP2ServerStatistics: Sendable {
     package var requests = 0
     /// The most streams one connection had open at once.
     package var peakConcurrentStreams = 0
+    /// Connections sent GOAWAY because of ``HTTP2ServerConfiguration/goawayChance``.
+    package var goawayChanceConnections = 0
 }
 
 /// What a handler's context says about one connection; filled in as the connection sets up.
@@ -296,7 +302,7 @@ final class HTTP2ServerState: Sendable {
             eventLoop: channel.eventLoop,
             configuration: .init(maxIdleTime: configuration.idleTimeout.map { TimeAmount($0) }, maxAge: nil,
                                  maxGraceTime: TimeAmount(configuration.gracefulShutdownTimeout), keepalive: nil))
-        let counter = StreamCounter(state: self)
+        let counter = StreamCounter(state: self, goawayChance: configuration.goawayChance)
         let handler = NIOHTTP2Handler(
             mode: .server, eventLoop: channel.eventLoop, connectionConfiguration: connection,
             streamConfiguration: stream, streamDelegate: StreamDelegates(manager.http2StreamDelegate, counter),
@@ -360,12 +366,18 @@ final class HTTP2ServerState: Sendable {
     }
 }
 
-/// Counts a connection's open streams (for the statistics' peak). Loop-confined.
+/// Counts a connection's open streams (for the statistics' peak), and rolls the GOAWAY chance
+/// when one ends. Loop-confined.
 final class StreamCounter: NIOHTTP2StreamDelegate, @unchecked Sendable {
     private let state: HTTP2ServerState
+    private let goawayChance: Double
     private var open = 0
+    private var sentGoaway = false
 
-    init(state: HTTP2ServerState) { self.state = state }
+    init(state: HTTP2ServerState, goawayChance: Double = 0) {
+        self.state = state
+        self.goawayChance = goawayChance.isNaN ? 0 : min(1, max(0, goawayChance))
+    }
 
     func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
         open += 1
@@ -375,6 +387,16 @@ final class StreamCounter: NIOHTTP2StreamDelegate, @unchecked Sendable {
 
     func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
         open -= 1
+        // GOAWAY chance: now and then, ask this client to move to a new connection (the
+        // connection manager sends GOAWAY, lets streams in flight finish, then closes).
+        if !sentGoaway, goawayChance > 0, Double.random(in: 0..<1) < goawayChance, let connection = channel.parent {
+            sentGoaway = true
+            state.count { $0.goawayChanceConnections += 1 }
+            // Not from inside this callback: the stream's last frames are still on their way out.
+            connection.eventLoop.execute {
+                connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }
+        }
     }
 }
 

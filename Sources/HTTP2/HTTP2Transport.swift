@@ -30,6 +30,11 @@ public final class HTTP2Transport: HTTPRoundTripper {
         public var maxConcurrentStreams: Int
         /// The flow-control window per stream: response bytes that may arrive unread.
         public var initialWindowSize: Int
+        /// The most connections opened to one origin at once. With more than one, concurrent
+        /// requests are spread over them (each goes to the connection with the fewest requests
+        /// waiting for their response head, and a new connection is opened while every open one
+        /// is busy), so the load of one client reaches several instances behind a load balancer.
+        public var maxConnectionsPerOrigin: Int = 1
 
         /// Creates settings with defaults.
         public init(tls: QUICTLSConfiguration = .makeClientConfiguration(applicationProtocols: ["h2"]),
@@ -49,7 +54,7 @@ public final class HTTP2Transport: HTTPRoundTripper {
     let configuration: Configuration
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
-    private let pool = HTTP2ConnectionPool()
+    private let pool: ConnectionPool<HTTP2Origin, HTTP2ClientConnection>
     private let sslContextBox = NIOLockedValueBox<Result<NIOSSLContext, HTTP2ConfigurationError>?>(nil)
 
     /// Creates a transport. Call ``shutdown()`` when done.
@@ -60,9 +65,11 @@ public final class HTTP2Transport: HTTPRoundTripper {
         configuration.tls.applicationProtocols = ["h2"]
         configuration.maxConcurrentStreams = max(1, configuration.maxConcurrentStreams)
         configuration.initialWindowSize = min(max(65535, configuration.initialWindowSize), Int(Int32.max))
+        configuration.maxConnectionsPerOrigin = max(1, configuration.maxConnectionsPerOrigin)
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
+        self.pool = ConnectionPool(maxConnectionsPerKey: configuration.maxConnectionsPerOrigin)
     }
 
     /// The TLS context, made once.
@@ -107,9 +114,11 @@ public final class HTTP2Transport: HTTPRoundTripper {
         var attempt = 0
         while true {
             attempt += 1
-            let (connection, reused, connectTime) = try await pool.connection(for: origin) {
+            let (connection, load, reused, connectTime) = try await pool.connection(for: origin) { _ in
                 try await HTTP2ClientConnection.connect(origin: origin, transport: self)
             }
+            // The pool's load counts requests until their response head arrives.
+            defer { load.decrement() }
             let bodyUse = BodyUse()
             do {
                 return try await connection.send(request, body: body, options: options, reused: reused,
@@ -122,6 +131,17 @@ public final class HTTP2Transport: HTTPRoundTripper {
         }
     }
 
+    /// Opens (or finds) a pooled connection to `host:port` without sending a request, so the
+    /// next request there goes out at once (a client racing HTTP/3 against HTTP/2 uses this).
+    public func prepareConnection(host: String, port: Int) async throws {
+        let authority = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        let origin = try HTTP2Origin(HTTPRequest(method: .get, scheme: "https", authority: authority, path: "/"))
+        let (_, load, _, _) = try await pool.connection(for: origin) { _ in
+            try await HTTP2ClientConnection.connect(origin: origin, transport: self)
+        }
+        load.decrement()  // nothing was sent
+    }
+
     /// Closes every pooled connection.
     public func shutdown() async {
         for connection in await pool.removeAll() {
@@ -131,7 +151,14 @@ public final class HTTP2Transport: HTTPRoundTripper {
 
     /// Counters (for diagnostics and tests): connections opened so far, and the number open now.
     package func statistics() async -> (connectionsOpened: Int, open: Int) {
-        await pool.counts()
+        (await pool.connectionsOpened, await pool.connections().filter(\.isUsable).count)
+    }
+
+    /// The usable open connections per origin (`host:port`), with the requests each is waiting on.
+    package func connectionLoads() async -> [String: [Int]] {
+        var result: [String: [Int]] = [:]
+        for (origin, loads) in await pool.loads() { result[origin.description] = loads }
+        return result
     }
 }
 
@@ -194,49 +221,5 @@ func http2Deadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable
         defer { group.cancelAll() }
         guard let result = try await group.next() else { throw HTTPError.requestTimeout }
         return result
-    }
-}
-
-/// Decides which connection carries a request: one per origin, a new one when the current one
-/// is draining (GOAWAY) or closed. Concurrent callers share one connection attempt.
-actor HTTP2ConnectionPool {
-    private var connections: [HTTP2Origin: HTTP2ClientConnection] = [:]
-    private var pending: [HTTP2Origin: Task<HTTP2ClientConnection, any Error>] = [:]
-    private var connectionsOpened = 0
-
-    func connection(for origin: HTTP2Origin, connect: @escaping @Sendable () async throws -> HTTP2ClientConnection)
-        async throws -> (HTTP2ClientConnection, reused: Bool, connectTime: Duration) {
-        if let existing = connections[origin], existing.isUsable {
-            return (existing, true, .zero)
-        }
-        connections[origin] = nil
-        if let task = pending[origin] {
-            let connection = try await task.value
-            return (connection, true, .zero)
-        }
-        let started = ContinuousClock.now
-        let task = Task { try await connect() }
-        pending[origin] = task
-        defer { pending[origin] = nil }
-        let connection = try await task.value
-        connectionsOpened += 1
-        connections[origin] = connection
-        return (connection, false, ContinuousClock.now - started)
-    }
-
-    func remove(_ connection: HTTP2ClientConnection) {
-        for (origin, existing) in connections where existing === connection {
-            connections[origin] = nil
-        }
-    }
-
-    func removeAll() -> [HTTP2ClientConnection] {
-        let all = Array(connections.values)
-        connections.removeAll()
-        return all
-    }
-
-    func counts() -> (connectionsOpened: Int, open: Int) {
-        (connectionsOpened, connections.values.filter(\.isUsable).count)
     }
 }

@@ -18,10 +18,17 @@ public struct HTTP3ServerConfiguration: Sendable {
     public var http3: HTTP3Settings
     /// How long a graceful shutdown waits for requests in flight before closing anyway.
     public var gracefulShutdownTimeout: Duration
+    /// The probability (0...1) that the server sends GOAWAY on a connection after serving a
+    /// request on it (kube-apiserver's `--goaway-chance`). Clients then finish what is in
+    /// flight and open a new connection, which a load balancer may send to another instance:
+    /// long-lived clients spread over instances. 0 (the default) never does; small values such
+    /// as 0.001 to 0.02 are typical.
+    public var goawayChance: Double
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration,
-                http3: HTTP3Settings = HTTP3Settings(), gracefulShutdownTimeout: Duration = .seconds(10)) {
+                http3: HTTP3Settings = HTTP3Settings(), gracefulShutdownTimeout: Duration = .seconds(10),
+                goawayChance: Double = 0) {
         var tls = tls
         tls.applicationProtocols = ["h3"]
         self.host = host
@@ -29,6 +36,7 @@ public struct HTTP3ServerConfiguration: Sendable {
         self.quic = QUICServerConfiguration(quic: QUICConfiguration(tls: tls))
         self.http3 = http3
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
+        self.goawayChance = goawayChance
     }
 }
 
@@ -61,7 +69,8 @@ public final class HTTP3Server: Sendable {
         var quic = configuration.quic
         quic.quic.tls.applicationProtocols = ["h3"]
         let state = HTTP3ServerState(handler: handler, settings: configuration.http3, logger: logger,
-                                     shutdownTimeout: configuration.gracefulShutdownTimeout)
+                                     shutdownTimeout: configuration.gracefulShutdownTimeout,
+                                     goawayChance: configuration.goawayChance)
         let maxStreams = quic.quic.maxIncomingBidirectionalStreams
         let endpoint = try await QUICListener.bindEndpoint(
             host: configuration.host, port: configuration.port, configuration: quic, socketOptions: socketOptions,
@@ -113,11 +122,15 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
     let settings: HTTP3Settings
     let logger: Logger
     let shutdownTimeout: Duration
+    /// See ``HTTP3ServerConfiguration/goawayChance``; NaN and out-of-range values are clamped.
+    let goawayChance: Double
     private var sessions: [ObjectIdentifier: HTTP3Session] = [:]
     private var closedStatistics: [HTTP3SessionStatistics] = []
     private var drainedPromise: EventLoopPromise<Void>?
 
-    init(handler: any HTTPHandler, settings: HTTP3Settings, logger: Logger, shutdownTimeout: Duration) {
+    init(handler: any HTTPHandler, settings: HTTP3Settings, logger: Logger, shutdownTimeout: Duration,
+         goawayChance: Double = 0) {
+        self.goawayChance = goawayChance.isNaN ? 0 : min(1, max(0, goawayChance))
         self.handler = handler
         self.settings = settings
         self.logger = logger
@@ -163,7 +176,7 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)
         let writer = HTTP3MessageWriter(stream: stream, session: session)
         let sink = HTTP3ResponseSink(writer: writer, isHead: head.method == .head)
-        let handler = self.handler, logger = self.logger
+        let handler = self.handler, logger = self.logger, goawayChance = self.goawayChance
         Task {
             do {
                 try await handler.handle(head, body: body, context: context, response: HTTPResponseWriter(sink: sink))
@@ -185,6 +198,10 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
             }
             // The response is complete: the server no longer needs what the client still sends.
             session.eventLoop.execute { session.cancelReading(stream, error: .responseFinished, code: HTTP3ErrorCode.noError) }
+            // GOAWAY chance: now and then, ask this client to move to a new connection.
+            if goawayChance > 0 && Double.random(in: 0..<1) < goawayChance {
+                session.eventLoop.execute { session.beginGracefulShutdown() }
+            }
         }
     }
 

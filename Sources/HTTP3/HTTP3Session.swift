@@ -35,6 +35,10 @@ package struct HTTP3SessionStatistics: Sendable {
     package var qpackEncoderBytesSent = 0
     /// Bytes the peer sent on its QPACK encoder stream (counted the same way).
     package var qpackEncoderBytesReceived = 0
+    /// Server: whether this connection sent GOAWAY (graceful shutdown or GOAWAY chance).
+    package var goawaySent = false
+    /// Client: whether the server sent GOAWAY on this connection.
+    package var goawayReceived = false
 }
 
 /// Hears about new requests (server) and the end of the connection.
@@ -240,6 +244,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     /// The two GOAWAYs of a graceful shutdown (the control stream is bound).
     private func sendGoAway() {
         guard let h3, !isClosed else { return }
+        statistics.goawaySent = true
         // A first GOAWAY announces the shutdown; the final one (with the last stream we will
         // serve) follows a round trip later, so requests already on their way are not lost.
         _ = nghttp3_conn_submit_shutdown_notice(h3)
@@ -564,6 +569,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     fileprivate func goawayReceived(id: Int64) {
         guard role == .client else { return }
         goawayID = id
+        statistics.goawayReceived = true
         onDrain?()
         // Requests on streams at or above the GOAWAY ID were not processed: the caller may retry.
         for (streamID, stream) in streams where streamID >= id {
@@ -756,9 +762,20 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         isClosed = true
         closeError = error
         let httpFailure = httpError(error)
+        // A server that sent GOAWAY closes gracefully (H3_NO_ERROR) only once every request it
+        // accepted is answered (RFC 9114, 5.2): a request still without a response head was
+        // not processed, and neither was one at or above the GOAWAY ID. Retrying them is safe.
+        var gracefulAfterGoaway = false
+        if role == .client, goawayID != nil, case .applicationClosed(let code, _, remote: true)? = error,
+           code == HTTP3ErrorCode.noError {
+            gracefulAfterGoaway = true
+        }
         for stream in streams.values {
-            if !stream.receivedEnd { stream.failReader(httpFailure) }
-            stream.failWriters(httpFailure)
+            let unprocessed = role == .client
+                && (goawayID.map { stream.id >= $0 } == true || (gracefulAfterGoaway && stream.head == nil))
+            let failure = unprocessed ? HTTPError.requestRejected : httpFailure
+            if !stream.receivedEnd { stream.failReader(failure) }
+            stream.failWriters(failure)
         }
         streams.removeAll()
         failPendingRequests(httpFailure)

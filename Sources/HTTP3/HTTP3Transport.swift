@@ -28,11 +28,20 @@ public final class HTTP3Transport: HTTPRoundTripper {
         public var resolve: [String: String]
         /// Options for each connection's UDP socket (buffer sizes, ECN, GSO and GRO).
         public var socketOptions: UDPSocketOptions
+        /// The most connections opened to one origin at once. With more than one, concurrent
+        /// requests are spread over them (each goes to the least loaded connection, and a new
+        /// connection is opened while every open one is busy), so that the load of one client
+        /// reaches several server instances behind a layer-4 load balancer.
+        public var maxConnectionsPerOrigin: Int
+        /// How often a request the server did not process (GOAWAY, H3_REQUEST_REJECTED) is
+        /// sent again on another connection before its error is returned.
+        public var maxRejectedRetries: Int
 
         /// Creates settings with defaults.
         public init(tls: QUICTLSConfiguration = .makeClientConfiguration(applicationProtocols: ["h3"]),
                     http3: HTTP3Settings = HTTP3Settings(), idleConnectionTimeout: Duration = .seconds(60),
-                    resolve: [String: String] = [:], socketOptions: UDPSocketOptions = UDPSocketOptions()) {
+                    resolve: [String: String] = [:], socketOptions: UDPSocketOptions = UDPSocketOptions(),
+                    maxConnectionsPerOrigin: Int = 1, maxRejectedRetries: Int = 8) {
             var tls = tls
             tls.applicationProtocols = ["h3"]
             self.tls = tls
@@ -41,13 +50,15 @@ public final class HTTP3Transport: HTTPRoundTripper {
             self.idleConnectionTimeout = idleConnectionTimeout
             self.resolve = resolve
             self.socketOptions = socketOptions
+            self.maxConnectionsPerOrigin = max(1, maxConnectionsPerOrigin)
+            self.maxRejectedRetries = max(0, maxRejectedRetries)
         }
     }
 
     let configuration: Configuration
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
-    private let pool: HTTP3ConnectionPool
+    private let pool: ConnectionPool<Origin, HTTP3ClientConnection>
 
     /// Creates a transport. Call ``shutdown()`` when done.
     public init(configuration: Configuration = Configuration(),
@@ -59,11 +70,20 @@ public final class HTTP3Transport: HTTPRoundTripper {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.pool = HTTP3ConnectionPool()
+        self.pool = ConnectionPool(maxConnectionsPerKey: max(1, configuration.maxConnectionsPerOrigin))
     }
 
     public func roundTrip(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions) async throws -> HTTPClientResponse {
-        let origin = try Origin(request)
+        try await roundTrip(request, body: body, options: options, alternative: nil)
+    }
+
+    /// Sends a request to an alternative service of its origin (RFC 7838): the connection goes
+    /// to `alternative` (host and port), while TLS still checks the origin's name and the
+    /// request keeps the origin's authority. `nil` connects to the origin itself.
+    package func roundTrip(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions,
+                           alternative: (host: String, port: Int)?) async throws -> HTTPClientResponse {
+        let direct = try Origin(request)
+        let origin = alternative.map { direct.via(host: $0.host, port: $0.port) } ?? direct
         let started = ContinuousClock.now
         if let timeout = options.timeout {
             return try await withDeadline(timeout) {
@@ -86,21 +106,40 @@ public final class HTTP3Transport: HTTPRoundTripper {
         case .none, .bytes: replayable = true
         case .source, .sequence: replayable = false
         }
-        var attempt = 0
+        var retries = 0
         while true {
-            attempt += 1
-            let (connection, reused, connectTime) = try await pool.connection(for: origin) {
-                try await HTTP3ClientConnection.connect(origin: origin, transport: self)
+            let (connection, _, reused, connectTime) = try await pool.connection(for: origin) { load in
+                try await HTTP3ClientConnection.connect(origin: origin, transport: self, load: load)
             }
             do {
                 return try await connection.send(request, body: body, options: options, reused: reused,
                                                  connectTime: connectTime, started: started)
-            } catch HTTPError.requestRejected where replayable && attempt < 3 {
-                // GOAWAY or H3_REQUEST_REJECTED: the server did not process it. Try a fresh connection.
-                await pool.remove(connection)
+            } catch let error as RequestNotSent {
+                // The connection went away (GOAWAY, close) before the request left: nothing was
+                // sent, the body was not touched, so any request can go on another connection.
+                guard retries < configuration.maxRejectedRetries else { throw error.underlying }
+                retries += 1
+                if !connection.isUsable { await pool.remove(connection) }
+                continue
+            } catch HTTPError.requestRejected where replayable && retries < configuration.maxRejectedRetries {
+                // GOAWAY or H3_REQUEST_REJECTED: the server did not process it. Try another connection.
+                retries += 1
+                if !connection.isUsable { await pool.remove(connection) }
                 continue
             }
         }
+    }
+
+    /// Opens (or finds) a connection to `host:port` without sending a request, so a later
+    /// request can use it at once; used to race HTTP/3 against HTTP/2. `alternative` as in
+    /// ``roundTrip(_:body:options:alternative:)``.
+    package func prepareConnection(host: String, port: Int, alternative: (host: String, port: Int)? = nil) async throws {
+        let direct = Origin(host: host, port: port)
+        let origin = alternative.map { direct.via(host: $0.host, port: $0.port) } ?? direct
+        let (connection, _, _, _) = try await pool.connection(for: origin) { load in
+            try await HTTP3ClientConnection.connect(origin: origin, transport: self, load: load)
+        }
+        connection.requestFinished()  // nothing was sent: give the slot back
     }
 
     /// Closes every pooled connection.
@@ -110,9 +149,17 @@ public final class HTTP3Transport: HTTPRoundTripper {
         }
     }
 
+    /// The connections open now, per origin (`host:port`), with the requests each carries.
+    package func connectionLoads() async -> [String: [Int]] {
+        var result: [String: [Int]] = [:]
+        for (origin, loads) in await pool.loads() { result["\(origin.connectHost):\(origin.connectPort)"] = loads }
+        return result
+    }
+
     /// Counters of the transport's connections (for diagnostics and tests).
     package func statistics() async -> (connectionsOpened: Int, sessions: [HTTP3SessionStatistics]) {
-        let (opened, connections) = await pool.snapshot()
+        let opened = await pool.connectionsOpened
+        let connections = await pool.connections()
         var sessions: [HTTP3SessionStatistics] = []
         for connection in connections {
             if let stats = try? await connection.statistics() { sessions.append(stats) }
@@ -121,14 +168,29 @@ public final class HTTP3Transport: HTTPRoundTripper {
     }
 }
 
-/// Where requests go: scheme, host and port.
+/// Where requests go: the origin's host and port, and where its connections go (the origin
+/// itself, or an alternative service of it).
 struct Origin: Hashable, Sendable, CustomStringConvertible {
     let host: String
     let port: Int
+    /// The host connected to (the origin's host unless an alternative service is used).
+    private(set) var connectHost: String
+    /// The port connected to.
+    private(set) var connectPort: Int
 
     init(host: String, port: Int) {
         self.host = host
         self.port = port
+        self.connectHost = host
+        self.connectPort = port
+    }
+
+    /// The same origin reached through an alternative service at `host:port`.
+    func via(host: String, port: Int) -> Origin {
+        var copy = self
+        copy.connectHost = host.isEmpty ? self.host : host
+        copy.connectPort = port
+        return copy
     }
 
     init(_ request: HTTPRequest) throws(HTTPError) {
@@ -160,6 +222,8 @@ struct Origin: Hashable, Sendable, CustomStringConvertible {
         guard !host.isEmpty else { throw .invalidRequest("empty host in \(authority)") }
         self.host = host
         self.port = port
+        self.connectHost = host
+        self.connectPort = port
     }
 
     var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -179,52 +243,13 @@ func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable 
     }
 }
 
-/// Decides which connection carries a request: one per origin, a new one when the current one
-/// is draining (GOAWAY) or closed. Concurrent callers share one connection attempt.
-actor HTTP3ConnectionPool {
-    private var connections: [Origin: HTTP3ClientConnection] = [:]
-    private var pending: [Origin: Task<HTTP3ClientConnection, any Error>] = [:]
-    private(set) var connectionsOpened = 0
-
-    func connection(for origin: Origin, connect: @escaping @Sendable () async throws -> HTTP3ClientConnection)
-        async throws -> (HTTP3ClientConnection, reused: Bool, connectTime: Duration) {
-        if let existing = connections[origin], existing.isUsable {
-            return (existing, true, .zero)
-        }
-        connections[origin] = nil
-        if let task = pending[origin] {
-            let connection = try await task.value
-            return (connection, true, .zero)
-        }
-        let started = ContinuousClock.now
-        let task = Task { try await connect() }
-        pending[origin] = task
-        defer { pending[origin] = nil }
-        let connection = try await task.value
-        connectionsOpened += 1
-        connections[origin] = connection
-        return (connection, false, ContinuousClock.now - started)
-    }
-
-    func remove(_ connection: HTTP3ClientConnection) {
-        for (origin, existing) in connections where existing === connection {
-            connections[origin] = nil
-        }
-    }
-
-    func removeAll() -> [HTTP3ClientConnection] {
-        let all = Array(connections.values)
-        connections.removeAll()
-        return all
-    }
-
-    func snapshot() -> (Int, [HTTP3ClientConnection]) {
-        (connectionsOpened, Array(connections.values))
-    }
+/// A request failed before any of it was sent (no stream was opened): safe to send elsewhere.
+struct RequestNotSent: Error {
+    let underlying: any Error
 }
 
 /// One pooled HTTP/3 client connection.
-final class HTTP3ClientConnection: Sendable {
+final class HTTP3ClientConnection: PooledConnection {
     let core: ConnectionCore
     let session: HTTP3Session
     private let usable = NIOLockedValueBox(true)
@@ -239,7 +264,12 @@ final class HTTP3ClientConnection: Sendable {
 
     let info: HTTPConnectionInfo
 
-    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration, info: HTTPConnectionInfo) {
+    /// Requests this connection carries, as the pool counts them.
+    let load: ConnectionLoad
+
+    private init(core: ConnectionCore, session: HTTP3Session, idleTimeout: Duration, info: HTTPConnectionInfo,
+                 load: ConnectionLoad) {
+        self.load = load
         self.core = core
         self.session = session
         self.idleTimeout = idleTimeout
@@ -249,15 +279,20 @@ final class HTTP3ClientConnection: Sendable {
 
     var isUsable: Bool { usable.withLockedValue { $0 } }
 
-    static func connect(origin: Origin, transport: HTTP3Transport) async throws -> HTTP3ClientConnection {
+    /// One request (or a prepared connection nobody used) ended: the pool's load drops.
+    func requestFinished() {
+        load.decrement()
+    }
+
+    static func connect(origin: Origin, transport: HTTP3Transport, load: ConnectionLoad) async throws -> HTTP3ClientConnection {
         let configuration = transport.configuration
         var quic = configuration.quic
         if quic.tls.serverName == nil { quic.tls.serverName = origin.host }
-        let address = configuration.resolve["\(origin.host):\(origin.port)"] ?? origin.host
+        let address = configuration.resolve["\(origin.connectHost):\(origin.connectPort)"] ?? origin.connectHost
         let core: ConnectionCore
         do {
             core = try await QUICClient.connectCore(
-                host: address, port: origin.port, configuration: quic, socketOptions: configuration.socketOptions,
+                host: address, port: origin.connectPort, configuration: quic, socketOptions: configuration.socketOptions,
                 eventLoopGroup: transport.eventLoopGroup, logger: transport.logger, initialToken: nil,
                 makeApplication: { core in
                     try HTTP3Session(core: core, role: .client, settings: configuration.http3, maxIncomingStreams: 0,
@@ -282,7 +317,7 @@ final class HTTP3ClientConnection: Sendable {
             throw HTTPError.connectionClosed("the connection closed during set-up")
         }
         let connection = HTTP3ClientConnection(core: core, session: session, idleTimeout: configuration.idleConnectionTimeout,
-                                               info: info)
+                                               info: info, load: load)
         try await core.eventLoop.submit {
             session.onDrain = { [weak connection] in connection?.usable.withLockedValue { $0 = false } }
             if !session.acceptsRequests { connection.usable.withLockedValue { $0 = false } }
@@ -316,11 +351,13 @@ final class HTTP3ClientConnection: Sendable {
                 loop.execute { session.cancelPendingRequest(token: token) }
             }
         } catch {
+            requestFinished()
             loop.execute {
                 state.inFlight -= 1
                 if state.inFlight == 0 { self.armIdleTimer() }
             }
-            throw error
+            if error is CancellationError { throw error }
+            throw RequestNotSent(underlying: error)
         }
         var timings = HTTPTimings()
         timings.connected = connectTime
@@ -328,6 +365,7 @@ final class HTTP3ClientConnection: Sendable {
         timings.requestSent = ContinuousClock.now - started
         let writer = HTTP3MessageWriter(stream: stream, session: session)
         let finished: @Sendable () -> Void = { [self] in
+            requestFinished()
             loop.execute {
                 state.inFlight -= 1
                 if state.inFlight == 0 { self.armIdleTimer() }

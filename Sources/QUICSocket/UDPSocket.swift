@@ -63,17 +63,22 @@ public struct UDPSocketOptions: Sendable, Hashable {
     /// read is never truncated); 1 reads one datagram per `recvmsg`. `nil`: 8 for an unconnected
     /// (server) socket, 1 for a connected (client) socket, which GRO already batches.
     public var receiveBatchSize: Int?
+    /// Whether several sockets may bind the same address and port (`SO_REUSEPORT`): the
+    /// kernel then spreads flows over them by their addresses, as a layer-4 load balancer
+    /// spreads them over server instances. Every socket sharing the port must set it.
+    public var reusePort: Bool
 
-    /// Options with sensible defaults: 4 MiB buffers, ECN, GSO and GRO on.
+    /// Options with sensible defaults: 4 MiB buffers, ECN, GSO and GRO on, no port sharing.
     public init(receiveBufferSize: Int? = 4 << 20, sendBufferSize: Int? = 4 << 20,
                 explicitCongestionNotification: Bool = true, segmentationOffload: Bool = true,
-                receiveOffload: Bool = true, receiveBatchSize: Int? = nil) {
+                receiveOffload: Bool = true, receiveBatchSize: Int? = nil, reusePort: Bool = false) {
         self.receiveBufferSize = receiveBufferSize
         self.sendBufferSize = sendBufferSize
         self.explicitCongestionNotification = explicitCongestionNotification
         self.segmentationOffload = segmentationOffload
         self.receiveOffload = receiveOffload
         self.receiveBatchSize = receiveBatchSize
+        self.reusePort = reusePort
     }
 
     /// Whether the environment variable `name` asks to turn a feature off (set, and not `0` or empty).
@@ -211,6 +216,9 @@ package final class UDPSocket {
         }
         if options.explicitCongestionNotification {
             bootstrap = bootstrap.channelOption(.explicitCongestionNotification, value: true)
+        }
+        if options.reusePort {
+            bootstrap = bootstrap.channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
         }
         let wantsGSO = options.wantsSegmentationOffload, wantsGRO = options.wantsReceiveOffload
         return bootstrap.channelInitializer { channel in
