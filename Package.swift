@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(
             name: "HTTP3Tests",
             dependencies: [
-                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport",
+                "HTTP3", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport", "NetSim",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -158,7 +158,8 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         let core = session.core
         let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: core.remoteAddress.endpointText,
                                          localAddress: core.localAddress.endpointText,
-                                         tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate)
+                                         tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate,
+                                         isEarlyData: stream.arrivedEarly)
         let length = head.headerFields[.contentLength].flatMap { Int64($0) }
         let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)
         let writer = HTTP3MessageWriter(stream: stream, session: session)

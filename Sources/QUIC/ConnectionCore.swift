@@ -330,13 +330,19 @@ package final class ConnectionCore: @unchecked Sendable {
     }
 
     /// Future that completes when the handshake is done (or fails with why it did not).
-    var handshakeFuture: EventLoopFuture<Void> {
+    package var handshakeFuture: EventLoopFuture<Void> {
         handshakePromise?.futureResult ?? (state == .established ? eventLoop.makeSucceededVoidFuture()
                                            : eventLoop.makeFailedFuture(closeError ?? QUICError.connectionClosed))
     }
 
     /// Whether the connection can still carry data.
     package var isOpen: Bool { state == .handshaking || state == .established }
+
+    /// Client: stream data written now goes in 0-RTT packets (a 0-RTT key is installed, the
+    /// handshake has not completed, and the server has not refused early data).
+    package var isSendingEarlyData: Bool {
+        !isServer && state == .handshaking && earlyDataKeyInstalled && !earlyDataRejected
+    }
 
     /// Closes the connection with an application error code (0 = no error) and reason.
     package func close(applicationError code: UInt64, reason: String) {
@@ -944,6 +950,9 @@ extension ConnectionCore {
         cb.recv_stream_data = { _, flags, streamID, _, data, length, userData, _ in
             guard let core = core(userData) else { return 0 }
             let fin = flags & UInt32(NGTCP2_STREAM_DATA_FLAG_FIN) != 0
+            if flags & UInt32(NGTCP2_STREAM_DATA_FLAG_EARLY) != 0 {
+                core.application?.receivedEarlyData(streamID: streamID)
+            }
             return core.report { () throws(QUICError) in
                 try core.application?.received(streamID: streamID, data: UnsafeRawBufferPointer(start: data, count: length),
                                                fin: fin)

@@ -17,15 +17,7 @@ struct EarlyDataTests {
 
     /// Stream frames the server received in 0-RTT packets, from its qlog.
     static func earlyStreamFramesReceived(qlogDirectory: URL) throws -> Int {
-        var count = 0
-        for name in try FileManager.default.contentsOfDirectory(atPath: qlogDirectory.path) where name.hasSuffix("_server.sqlog") {
-            let text = try String(contentsOf: qlogDirectory.appendingPathComponent(name), encoding: .utf8)
-            for line in text.split(separator: "\n")
-            where line.contains("transport:packet_received") && line.contains("\"packet_type\":\"0RTT\"") {
-                count += line.components(separatedBy: "\"frame_type\":\"stream\"").count - 1
-            }
-        }
-        return count
+        try Qlog(directory: qlogDirectory, role: "server").streamIDs("transport:packet_received", packetType: "0RTT").count
     }
 
     @Test("through a 400 ms round trip, a resumed connection sends in 0-RTT and the server answers; refused early data is reported and resent")
