@@ -58,7 +58,11 @@ struct EarlyDataHTTP3Tests {
 
     /// Request-stream (client bidirectional) STREAM frames in 0-RTT packets, from a qlog.
     static func earlyRequestFrames(_ qlogs: URL, role: String, event: String) throws -> Int {
-        try Qlog(directory: qlogs, role: role).streamIDs(event, packetType: "0RTT").filter { $0 & 0x3 == 0 }.count
+        try earlyRequestFrames(Qlog(directory: qlogs, role: role), event: event)
+    }
+
+    static func earlyRequestFrames(_ qlog: Qlog, event: String) -> Int {
+        qlog.streamIDs(event, packetType: "0RTT").filter { $0 & 0x3 == 0 }.count
     }
 
     static func waitForTicket(_ cache: QUICSessionCache) async throws {
@@ -180,5 +184,52 @@ struct EarlyDataHTTP3Tests {
             throw error
         }
         await server?.shutdown()
+    }
+
+    @Test("against ngtcp2's gtlsserver through a 400 ms round trip: the resumed GET goes in 0-RTT (its qlog shows it) and the file arrives whole")
+    func earlyDataToGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        let pki = TestPKI.shared, files = InteropFiles.shared
+        let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
+        let port = try freeUDPPort()
+        let server = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.directory.path)", "--qlog-dir=\(qlogs.path)",
+                                                  "127.0.0.1", "\(port)", pki.keyFile, pki.certFile], directory: pki.directory)
+        defer { server.stop() }
+        var relayConfiguration = NetworkSimulator.Configuration(listen: try NetworkAddress(host: "127.0.0.1", port: 0),
+                                                                server: try NetworkAddress(host: "127.0.0.1", port: UInt16(port)))
+        relayConfiguration.toServer.delay = .milliseconds(200)
+        relayConfiguration.toClient.delay = .milliseconds(200)
+        let relay = try NetworkSimulator.start(relayConfiguration)
+        defer { relay.stop() }
+        let authority = "localhost:\(relay.listenAddress.port)"
+        let cache = QUICSessionCache()
+        @Sendable func makeTransport() -> HTTP3Transport {
+            var configuration = HTTP3Transport.Configuration(tls: pki.clientTLS(alpn: ["h3"]), resolve: [authority: "127.0.0.1"])
+            configuration.quic.sessionCache = cache
+            configuration.quic.enableEarlyData = true
+            return HTTP3Transport(configuration: configuration)
+        }
+        let request = HTTPRequest(method: .get, scheme: "https", authority: authority, path: "/file-1m")
+        try await withTimeout(90) {
+            let first = makeTransport()
+            let plain = try await roundTripWhenUp(first, request)
+            #expect(try await hashBody(plain.body).hash == files.hashes["file-1m"])
+            try await EarlyDataHTTP3Tests.waitForTicket(cache)
+            await first.shutdown()
+            let serverLog = { try Qlog(directory: qlogs, fileSuffix: ".sqlog") }
+            #expect(try EarlyDataHTTP3Tests.earlyRequestFrames(serverLog(), event: "transport:packet_received") == 0)
+            #expect(try serverLog().events.count > 0, "gtlsserver wrote its qlog")
+
+            let second = makeTransport()
+            let early = try await second.roundTrip(request)
+            #expect(early.head.status == .ok)
+            #expect(try await hashBody(early.body).hash == files.hashes["file-1m"])
+            #expect(early.metadata.earlyDataBytes > 0)
+            #expect(early.metadata.connection?.sessionResumed == true)
+            #expect(try EarlyDataHTTP3Tests.earlyRequestFrames(serverLog(), event: "transport:packet_received") >= 1,
+                    "gtlsserver's qlog shows the request stream in a 0-RTT packet")
+            await second.shutdown()
+        }
     }
 }

@@ -26,7 +26,13 @@ public struct Qlog {
 
     /// The events of the files in `directory` whose names end in `_<role>.sqlog` (none yet: empty).
     public init(directory: URL, role: String) throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix("_\(role).sqlog") }
+        try self.init(directory: directory, fileSuffix: "_\(role).sqlog")
+    }
+
+    /// The events of the files in `directory` whose names end in `fileSuffix` (ngtcp2's
+    /// example programs name theirs `<connection ID>.sqlog`).
+    public init(directory: URL, fileSuffix: String) throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(fileSuffix) }
         events = []
         for name in names.sorted() {
             let data = try Data(contentsOf: directory.appendingPathComponent(name))
