@@ -147,7 +147,7 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport",
+                "H3Tool", "h3", "QUIC", "QUICTestSupport", "NetSim",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

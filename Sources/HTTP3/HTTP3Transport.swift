@@ -107,6 +107,35 @@ public final class HTTP3Transport: HTTPRoundTripper {
         }
     }
 
+    /// Starts a TLS key update on the pooled connection to the request's origin (a test
+    /// switch: `h3 --key-update-after`).
+    /// - Throws: ``HTTPError/invalidRequest(_:)`` when there is no such connection or the
+    ///   update is not possible now (the previous one is not finished).
+    package func initiateKeyUpdate(for request: HTTPRequest) async throws {
+        guard let connection = await pool.existing(for: try Origin(request)) else {
+            throw HTTPError.invalidRequest("no connection to \(request.authority ?? "")")
+        }
+        let core = connection.core
+        do {
+            try await core.eventLoop.submit { () throws -> Void in try core.initiateKeyUpdate() }.get()
+        } catch {
+            throw HTTPError.invalidRequest("\(error)")
+        }
+    }
+
+    /// Moves the pooled connection to the request's origin to a new local port (connection
+    /// migration; a test switch: `h3 --migrate-after`).
+    package func migrate(for request: HTTPRequest) async throws {
+        guard let connection = await pool.existing(for: try Origin(request)) else {
+            throw HTTPError.invalidRequest("no connection to \(request.authority ?? "")")
+        }
+        do {
+            try await connection.core.migrateClient()
+        } catch {
+            throw HTTPError.invalidRequest("\(error)")
+        }
+    }
+
     /// Counters of the transport's connections (for diagnostics and tests).
     package func statistics() async -> (connectionsOpened: Int, sessions: [HTTP3SessionStatistics]) {
         let (opened, connections) = await pool.snapshot()
@@ -201,6 +230,10 @@ actor HTTP3ConnectionPool {
         connectionsOpened += 1
         connections[origin] = connection
         return (connection, false, ContinuousClock.now - started)
+    }
+
+    func existing(for origin: Origin) -> HTTP3ClientConnection? {
+        connections[origin]
     }
 
     func remove(_ connection: HTTP3ClientConnection) {

@@ -127,6 +127,17 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     }
 }
 
+extension ConnectionCore {
+    /// Moves a client connection to a new local socket (see ``QUICConnection/migrate(localHost:localPort:)``);
+    /// for protocols that run on the core directly, such as HTTP/3.
+    package func migrateClient(localHost: String? = nil, localPort: Int = 0) async throws {
+        guard !isServer, let host = host as? ClientHost else {
+            throw QUICError.invalidArgument("only a client connection can migrate")
+        }
+        try await host.migrate(localHost: localHost, localPort: localPort)
+    }
+}
+
 extension ClientHost {
     /// Moves the connection to a new local socket (connection migration, RFC 9000 section 9):
     /// opens a socket bound to `localHost`:`localPort`, switches the connection's path to it,
