@@ -98,6 +98,7 @@ package final class ConnectionCore: @unchecked Sendable {
     init(clientWith configuration: QUICConfiguration, credentials: TLSCredentials, serverName: String?,
          path: PathStorage, eventLoop: any EventLoop, host: any ConnectionHost, logger: Logger,
          initialToken: [UInt8]? = nil, sessionCacheKey: String? = nil) throws(QUICError) {
+        var initialToken = initialToken
         self.eventLoop = eventLoop
         self.isServer = false
         self.configuration = configuration
@@ -112,6 +113,11 @@ package final class ConnectionCore: @unchecked Sendable {
             self.sessionCacheKey = sessionCacheKey
             let ticket = sessionCacheKey.flatMap { configuration.sessionCache?.ticket(for: $0) }
             self.offeredTicket = ticket
+            // A NEW_TOKEN token from an earlier connection proves our address (no Retry). Used once.
+            if initialToken == nil, let key = sessionCacheKey,
+               let token = configuration.sessionCache?.takeAddressToken(for: key) {
+                initialToken = token
+            }
             self.tls = try TLSSession(credentials: credentials, isServer: false, serverName: serverName, connRef: connRef,
                                       resumption: ticket?.tlsSession, earlyData: configuration.enableEarlyData)
         } catch {
@@ -930,6 +936,11 @@ extension ConnectionCore {
             if level == NGTCP2_CRYPTO_LEVEL_EARLY { core(userData)?.earlyDataKeyInstalled = true }
             return 0
         }
+        cb.recv_new_token = { _, token, userData in
+            guard let token, let base = token.pointee.base else { return 0 }
+            core(userData)?.addressTokenReceived(Array(UnsafeBufferPointer(start: base, count: token.pointee.len)))
+            return 0
+        }
         cb.handshake_confirmed = { _, userData in
             core(userData)?.handshakeConfirmed = true
             return 0
@@ -1029,6 +1040,22 @@ extension ConnectionCore {
         cache.store(QUICSessionTicket(tlsSession: session, transportParameters: Array(encoded.prefix(Int(length))),
                                       received: Int(time(nil))), for: key)
         logger.debug("session ticket saved", metadata: ["server": "\(key)"])
+    }
+
+    /// Server: queues an address-validation token for the client (a NEW_TOKEN frame).
+    func submitAddressToken(_ token: [UInt8]) -> Bool {
+        guard isServer, let conn, !token.isEmpty else { return false }
+        let rv = token.withUnsafeBufferPointer { ngtcp2_conn_submit_new_token(conn, $0.baseAddress, $0.count) }
+        guard rv == 0 else { return false }
+        scheduleWrite()
+        return true
+    }
+
+    /// Client: the server sent a NEW_TOKEN token; it is kept for the next connection.
+    fileprivate func addressTokenReceived(_ token: [UInt8]) {
+        guard !isServer, !token.isEmpty, let cache = configuration.sessionCache, let key = sessionCacheKey else { return }
+        cache.storeAddressToken(token, for: key)
+        logger.debug("address validation token saved", metadata: ["server": "\(key)"])
     }
 
     /// Starts a key update (RFC 9001, section 6): the next packets use the next key phase.

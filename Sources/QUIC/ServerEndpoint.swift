@@ -19,16 +19,25 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     /// across restarts so that clients of a restarted server get a stateless reset at once.
     /// `nil` draws a random key.
     public var statelessResetKey: [UInt8]?
+    /// Send each client an address-validation token (a NEW_TOKEN frame) once its handshake
+    /// completes. A client that presents it on a later connection has proven its address, so
+    /// it skips the Retry of ``requireAddressValidation`` and the anti-amplification limit.
+    public var issueAddressValidationTokens: Bool
+    /// How long a NEW_TOKEN token is accepted after it was issued.
+    public var addressValidationTokenLifetime: Duration
 
     /// Creates server settings with defaults.
     public init(quic: QUICConfiguration, requireAddressValidation: Bool = false,
                 retryTokenLifetime: Duration = .seconds(10), maxConnections: Int = 10_000,
-                statelessResetKey: [UInt8]? = nil) {
+                statelessResetKey: [UInt8]? = nil, issueAddressValidationTokens: Bool = true,
+                addressValidationTokenLifetime: Duration = .seconds(86_400)) {
         self.quic = quic
         self.requireAddressValidation = requireAddressValidation
         self.retryTokenLifetime = retryTokenLifetime
         self.maxConnections = maxConnections
         self.statelessResetKey = statelessResetKey
+        self.issueAddressValidationTokens = issueAddressValidationTokens
+        self.addressValidationTokenLifetime = addressValidationTokenLifetime
     }
 }
 
@@ -38,6 +47,9 @@ package struct EndpointStatistics: Sendable {
     package var statelessResetsSent = 0
     package var retriesSent = 0
     package var invalidTokens = 0
+    /// NEW_TOKEN tokens sent to clients, and Initials that came back with a valid one.
+    package var addressTokensIssued = 0
+    package var addressTokensAccepted = 0
     package var refusedConnections = 0
     package var droppedDatagrams = 0
     package var connectionsAccepted = 0
@@ -57,6 +69,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     let logger: Logger
     private let resetKey: StatelessResetKey
     private let retryTokens: RetryTokenCodec
+    private let newTokens: NewTokenCodec
     private var routes: [ConnectionID: ConnectionCore] = [:]
     private var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
@@ -83,6 +96,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         // A separate key for tokens, derived so that one configured key serves both.
         self.retryTokens = RetryTokenCodec(secret: Array(key.reversed().prefix(32)),
                                            lifetime: configuration.retryTokenLifetime)
+        self.newTokens = NewTokenCodec(secret: Array(key.reversed().prefix(32)),
+                                       lifetime: configuration.addressValidationTokenLifetime)
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
@@ -171,8 +186,14 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         let clientDestination = ConnectionID(header.dcid)
         var originalDestination = clientDestination
         var retrySource: ConnectionID?
+        var validatedToken: [UInt8] = []
         let now = ConnectionCore.now()
-        if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+        if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR)
+            && newTokens.validate(token, remote: datagram.remoteAddress, now: now) {
+            // A NEW_TOKEN token from an earlier connection: the address is proven, no Retry.
+            statistics.addressTokensAccepted += 1
+            validatedToken = token
+        } else if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
             guard let original = retryTokens.validate(token, remote: datagram.remoteAddress, destinationID: clientDestination,
                                                       version: header.version, now: now) else {
                 statistics.invalidTokens += 1
@@ -181,7 +202,11 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             }
             originalDestination = original
             retrySource = clientDestination
+            validatedToken = token
         } else if configuration.requireAddressValidation {
+            // No token, or a NEW_TOKEN token that is stale or not ours: RFC 9000, 8.1.3 says
+            // treat it as no token (a Retry), not as an error.
+            if !token.isEmpty { statistics.invalidTokens += 1 }
             sendRetry(to: header, datagram: datagram, now: now)
             return
         }
@@ -191,7 +216,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         do {
             connection = try withUnsafePointer(to: &header) { headerPointer throws(QUICError) in
                 try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
-                                   token: retrySource != nil ? token : [],  // only a validated token
+                                   token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
                                    path: path, eventLoop: eventLoop, host: self, logger: logger)
             }
@@ -306,6 +331,11 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     func connectionEstablished(_ connection: ConnectionCore) {
+        if configuration.issueAddressValidationTokens,
+           let token = newTokens.makeToken(remote: connection.remoteAddress, now: ConnectionCore.now()),
+           connection.submitAddressToken(token) {
+            statistics.addressTokensIssued += 1
+        }
         onEstablished(connection)
     }
 
