@@ -21,6 +21,17 @@ protocol ConnectionHost: AnyObject {
     func connectionEstablished(_ connection: ConnectionCore)
     /// The connection is finished and its resources can go.
     func connectionDidFinish(_ connection: ConnectionCore)
+    /// Client: opens a socket towards the server's preferred address and returns its local
+    /// address (`nil`: the preferred address is not used).
+    func openPreferredPath(to remote: SocketAddress, for connection: ConnectionCore) -> SocketAddress?
+    /// Client: validation of the path to the preferred address ended; on success the
+    /// connection now uses it.
+    func preferredPathValidated(_ success: Bool, for connection: ConnectionCore)
+}
+
+extension ConnectionHost {
+    func openPreferredPath(to remote: SocketAddress, for connection: ConnectionCore) -> SocketAddress? { nil }
+    func preferredPathValidated(_ success: Bool, for connection: ConnectionCore) {}
 }
 
 /// One QUIC connection: owns the `ngtcp2_conn` and its GnuTLS session.
@@ -91,6 +102,11 @@ package final class ConnectionCore: @unchecked Sendable {
     var initialDestinationID: ConnectionID?
 
     private static let batchLimit = 64
+    /// Server with a preferred address: each written packet says which local address it
+    /// leaves from (the host has two sockets).
+    private var reportsLocalAddress = false
+    /// Client: the path to the server's preferred address is being validated.
+    private(set) var preferredPathPending = false
 
     // MARK: - Creation
 
@@ -172,7 +188,7 @@ package final class ConnectionCore: @unchecked Sendable {
     init(serverWith configuration: QUICConfiguration, credentials: TLSCredentials,
          header: UnsafePointer<ngtcp2_pkt_hd>, token: [UInt8], originalDestinationID: ConnectionID,
          retrySourceID: ConnectionID?, path: PathStorage, eventLoop: any EventLoop,
-         host: any ConnectionHost, logger: Logger) throws(QUICError) {
+         host: any ConnectionHost, logger: Logger, preferredAddress: SocketAddress? = nil) throws(QUICError) {
         self.eventLoop = eventLoop
         self.isServer = true
         self.configuration = configuration
@@ -205,6 +221,15 @@ package final class ConnectionCore: @unchecked Sendable {
         withUnsafeMutableBytes(of: &params.stateless_reset_token) { raw in
             raw.copyBytes(from: resetToken.prefix(raw.count))
         }
+        var preferredID: ConnectionID?
+        if let preferredAddress {
+            // RFC 9000, 9.6: an address the client moves to after the handshake, reached with
+            // a connection ID (sequence number 1) and reset token of its own.
+            let id = ConnectionID.random()
+            Self.setPreferredAddress(&params, address: preferredAddress, id: id, resetToken: host.statelessResetToken(for: id))
+            preferredID = id
+            reportsLocalAddress = true
+        }
         var clientSCID = header.pointee.scid
         var scidC = scid.cid
         var conn: OpaquePointer?
@@ -224,6 +249,10 @@ package final class ConnectionCore: @unchecked Sendable {
         applyKeepAlive()
         activeConnectionIDs.insert(scid)
         host.register(scid, for: self)
+        if let preferredID {
+            activeConnectionIDs.insert(preferredID)
+            host.register(preferredID, for: self)
+        }
         if let current = initialDestinationID {
             host.register(current, for: self)
         }
@@ -450,8 +479,9 @@ package final class ConnectionCore: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// Feeds one received datagram to ngtcp2.
-    func receive(_ datagram: InboundDatagram) {
+    /// Feeds one received datagram to ngtcp2. `local` is the address it arrived on, when the
+    /// host has more than one socket.
+    func receive(_ datagram: InboundDatagram, local: SocketAddress? = nil) {
         eventLoop.preconditionInEventLoop()
         switch state {
         case .closing:
@@ -468,6 +498,7 @@ package final class ConnectionCore: @unchecked Sendable {
         }
         guard let conn else { return }
         pathStorage.setRemote(datagram.remoteAddress)
+        if let local { pathStorage.setLocal(local) }
         var info = ngtcp2_pkt_info()
         info.ecn = UInt32(Self.ecnCodepoint(datagram.ecn))
         let rv = datagram.buffer.withUnsafeReadableBytes { raw in
@@ -603,6 +634,7 @@ package final class ConnectionCore: @unchecked Sendable {
         // to one address and other packets to another within the same batch.
         var remotes: [SocketAddress] = []
         remotes.reserveCapacity(Self.batchLimit)
+        var locals: [SocketAddress?] = []
         var lastRemote: (raw: sockaddr_storage, length: Int, address: SocketAddress)?
         var ecn: UInt8 = 0
         var failure: (Int32, QUICError)?
@@ -666,6 +698,7 @@ package final class ConnectionCore: @unchecked Sendable {
             lengths.append(packetLength)
             codepoints.append(ecn)
             remotes.append(packetRemote(&lastRemote))
+            if reportsLocalAddress { locals.append(packetLocal()) }
         }
 
         if !lengths.isEmpty {
@@ -674,7 +707,8 @@ package final class ConnectionCore: @unchecked Sendable {
             for index in lengths.indices {
                 if let packet = buffer.readSlice(length: lengths[index]) {
                     datagrams.append(OutboundDatagram(buffer: packet, remoteAddress: remotes[index],
-                                                      ecn: Self.ecnState(codepoints[index])))
+                                                      ecn: Self.ecnState(codepoints[index]),
+                                                      localAddress: reportsLocalAddress ? locals[index] : nil))
                 }
             }
             logger.trace("write packets", metadata: ["count": "\(datagrams.count)", "to": "\(remotes[0])"])
@@ -712,6 +746,12 @@ package final class ConnectionCore: @unchecked Sendable {
         }
         last = (raw, length, address)
         return address
+    }
+
+    /// The local address of the packet just written.
+    private func packetLocal() -> SocketAddress? {
+        let local = writePath.pointee.path.local
+        return PathStorage.socketAddress(local.addr, length: Int(local.addrlen))
     }
 
     private func currentWriteRemote() -> SocketAddress {
@@ -936,6 +976,17 @@ extension ConnectionCore {
             if level == NGTCP2_CRYPTO_LEVEL_EARLY { core(userData)?.earlyDataKeyInstalled = true }
             return 0
         }
+        cb.select_preferred_addr = { _, dest, preferred, userData in
+            guard let core = core(userData), let dest, let preferred else { return 0 }
+            core.selectPreferredAddress(dest: dest, preferred: preferred)
+            return 0
+        }
+        cb.path_validation = { _, flags, _, result, userData in
+            guard flags & UInt32(NGTCP2_PATH_VALIDATION_FLAG_PREFERRED_ADDR) != 0, let core = core(userData) else { return 0 }
+            core.preferredPathPending = false
+            core.host?.preferredPathValidated(result == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS, for: core)
+            return 0
+        }
         cb.recv_new_token = { _, token, userData in
             guard let token, let base = token.pointee.base else { return 0 }
             core(userData)?.addressTokenReceived(Array(UnsafeBufferPointer(start: base, count: token.pointee.len)))
@@ -1040,6 +1091,52 @@ extension ConnectionCore {
         cache.store(QUICSessionTicket(tlsSession: session, transportParameters: Array(encoded.prefix(Int(length))),
                                       received: Int(time(nil))), for: key)
         logger.debug("session ticket saved", metadata: ["server": "\(key)"])
+    }
+
+    /// Writes a preferred address transport parameter.
+    private static func setPreferredAddress(_ params: inout ngtcp2_transport_params, address: SocketAddress,
+                                            id: ConnectionID, resetToken: [UInt8]) {
+        params.preferred_address_present = 1
+        params.preferred_address.cid = id.cid
+        withUnsafeMutableBytes(of: &params.preferred_address.stateless_reset_token) { raw in
+            raw.copyBytes(from: resetToken.prefix(raw.count))
+        }
+        address.withSockAddr { addr, length in
+            if Int32(addr.pointee.sa_family) == AF_INET6 {
+                addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { params.preferred_address.ipv6 = $0.pointee }
+                params.preferred_address.ipv6_present = 1
+            } else if length >= MemoryLayout<sockaddr_in>.size {
+                addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { params.preferred_address.ipv4 = $0.pointee }
+                params.preferred_address.ipv4_present = 1
+            }
+        }
+    }
+
+    /// Client: ngtcp2 offers the server's preferred address (at handshake confirmation). With
+    /// ``QUICConfiguration/followPreferredAddress`` on, a socket towards it is opened and the
+    /// new path filled in; ngtcp2 then validates it and moves there.
+    fileprivate func selectPreferredAddress(dest: UnsafeMutablePointer<ngtcp2_path>, preferred: UnsafePointer<ngtcp2_preferred_addr>) {
+        guard !isServer, configuration.followPreferredAddress, let host else { return }
+        var candidate: SocketAddress?
+        let wantsIPv6 = pathStorage.remoteAddress.protocol == .inet6
+        if wantsIPv6, preferred.pointee.ipv6_present != 0 {
+            candidate = SocketAddress(preferred.pointee.ipv6)
+        } else if !wantsIPv6, preferred.pointee.ipv4_present != 0 {
+            candidate = SocketAddress(preferred.pointee.ipv4)
+        }
+        guard let remote = candidate, let local = host.openPreferredPath(to: remote, for: self) else { return }
+        guard let localAddr = dest.pointee.local.addr, let remoteAddr = dest.pointee.remote.addr else { return }
+        // Both point at sockaddr_storage-sized buffers (ngtcp2's documentation).
+        dest.pointee.local.addrlen = local.withSockAddr { addr, length in
+            memcpy(UnsafeMutableRawPointer(localAddr), addr, length)
+            return ngtcp2_socklen(length)
+        }
+        dest.pointee.remote.addrlen = remote.withSockAddr { addr, length in
+            memcpy(UnsafeMutableRawPointer(remoteAddr), addr, length)
+            return ngtcp2_socklen(length)
+        }
+        preferredPathPending = true
+        logger.debug("moving to the server's preferred address", metadata: ["address": "\(remote)"])
     }
 
     /// Server: queues an address-validation token for the client (a NEW_TOKEN frame).

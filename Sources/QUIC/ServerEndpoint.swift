@@ -25,6 +25,25 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     public var issueAddressValidationTokens: Bool
     /// How long a NEW_TOKEN token is accepted after it was issued.
     public var addressValidationTokenLifetime: Duration
+    /// An address the server asks clients to move to once the handshake is confirmed (the
+    /// preferred_address transport parameter, RFC 9000 section 9.6). The server binds a
+    /// second socket there; clients that follow it (``QUICConfiguration/followPreferredAddress``)
+    /// validate the new path and continue on it. `nil`: none.
+    public var preferredAddress: PreferredAddress?
+
+    /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
+    public struct PreferredAddress: Sendable, Hashable {
+        /// The IP address (not a host name).
+        public var host: String
+        /// The UDP port (not 0).
+        public var port: Int
+
+        /// Creates a preferred address.
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
 
     /// Creates server settings with defaults.
     public init(quic: QUICConfiguration, requireAddressValidation: Bool = false,
@@ -38,6 +57,7 @@ public struct QUICServerConfiguration: Sendable, Hashable {
         self.statelessResetKey = statelessResetKey
         self.issueAddressValidationTokens = issueAddressValidationTokens
         self.addressValidationTokenLifetime = addressValidationTokenLifetime
+        self.preferredAddress = nil
     }
 }
 
@@ -64,6 +84,10 @@ package struct EndpointStatistics: Sendable {
 /// Confined to the socket's event loop.
 package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     package let socket: UDPSocket
+    /// The socket on the preferred address, if one is configured, and its address.
+    let preferredSocket: UDPSocket?
+    private let preferredLocal: SocketAddress?
+    private let primaryLocal: SocketAddress?
     let configuration: QUICServerConfiguration
     let credentials: TLSCredentials
     let logger: Logger
@@ -81,7 +105,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     /// Connections being closed; the socket closes when this reaches zero.
     private var allClosedWaiter: EventLoopPromise<Void>?
 
-    init(socket: UDPSocket, configuration: QUICServerConfiguration, logger: Logger,
+    init(socket: UDPSocket, preferredSocket: UDPSocket? = nil, configuration: QUICServerConfiguration, logger: Logger,
          makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
          onEstablished: @escaping (ConnectionCore) -> Void) throws(QUICError) {
         try configuration.quic.validate()
@@ -89,6 +113,9 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         let key = configuration.statelessResetKey ?? secureRandomBytes(32)
         if key.count < 32 { throw .invalidArgument("the stateless reset key must be at least 32 bytes") }
         self.socket = socket
+        self.preferredSocket = preferredSocket
+        self.preferredLocal = preferredSocket?.localAddress
+        self.primaryLocal = socket.localAddress
         self.configuration = configuration
         self.credentials = try TLSCredentials(configuration: configuration.quic.tls, isServer: true)
         self.logger = logger
@@ -138,7 +165,13 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             return
         }
         if let connection = routes[destination] {
-            connection.receive(datagram)
+            // With a preferred address, the path's local address tells ngtcp2 which socket.
+            connection.receive(datagram, local: preferredSocket == nil ? nil : (socket === preferredSocket ? preferredLocal : primaryLocal))
+            return
+        }
+        if socket === preferredSocket {
+            // New connections start on the main address.
+            statistics.droppedDatagrams += 1
             return
         }
         let isLongHeader = datagram.buffer.getInteger(at: datagram.buffer.readerIndex, as: UInt8.self).map { $0 & 0x80 != 0 } ?? false
@@ -156,6 +189,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     package func socketDidClose(_ socket: UDPSocket) {
+        guard socket === self.socket else { return }
+        preferredSocket?.close()
         for connection in connections.values { connection.abandon() }
         closedPromise.succeed(())
     }
@@ -218,7 +253,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                 try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
                                    token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
-                                   path: path, eventLoop: eventLoop, host: self, logger: logger)
+                                   path: path, eventLoop: eventLoop, host: self, logger: logger,
+                                   preferredAddress: preferredLocal)
             }
         } catch {
             logger.warning("could not create a connection", metadata: ["error": "\(error)"])
@@ -315,7 +351,17 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     // MARK: ConnectionHost
 
     func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore) {
-        socket.send(datagrams)
+        guard let preferredSocket, let preferredLocal else {
+            socket.send(datagrams)
+            return
+        }
+        // Each packet leaves from the socket of its path's local address.
+        if datagrams.allSatisfy({ $0.localAddress != preferredLocal }) {
+            socket.send(datagrams)
+        } else {
+            socket.send(datagrams.filter { $0.localAddress != preferredLocal })
+            preferredSocket.send(datagrams.filter { $0.localAddress == preferredLocal })
+        }
     }
 
     func register(_ id: ConnectionID, for connection: ConnectionCore) {
@@ -355,6 +401,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         closing = true
         if connections.isEmpty {
             socket.close()
+            preferredSocket?.close()
             return
         }
         for connection in Array(connections.values) {
