@@ -130,6 +130,39 @@ struct HTTP3InteropTests {
         await client.shutdown()
     }
 
+    @Test("our client follows gtlsserver's preferred address (127.0.0.2) during a 50 MB download, byte-exact; declines when told to")
+    func preferredAddressOfGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        for follow in [true, false] {
+            let qlogs = pki.directory.appendingPathComponent("gtls-qlog-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: qlogs, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: qlogs) }
+            let port = try freeUDPPort(), preferredPort = try freeUDPPort()
+            let server = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.directory.path)", "--qlog-dir=\(qlogs.path)",
+                                                      "--preferred-ipv4-addr=127.0.0.2:\(preferredPort)", "127.0.0.1", "\(port)",
+                                                      pki.keyFile, pki.certFile], directory: pki.directory)
+            defer { server.stop() }
+            var configuration = HTTP3Transport.Configuration(tls: pki.clientTLS(alpn: ["h3"]))
+            configuration.quic.followPreferredAddress = follow
+            let client = HTTP3Transport(configuration: configuration)
+            try await withHeavyTimeout(120) {
+                let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/file-50m")
+                let response = try await roundTripWhenUp(client, request)
+                let (hash, size) = try await hashBody(response.body)
+                #expect(hash == files.hashes["file-50m"], "\(size) bytes")
+            }
+            await client.shutdown()
+            server.stop()
+            // gtlsserver's own qlog: PATH_CHALLENGE from our client on the preferred path, or none.
+            let challenges = try Qlog(directory: qlogs, fileSuffix: ".sqlog").count("transport:packet_received", withFrame: "path_challenge")
+            if follow {
+                #expect(challenges >= 1, "gtlsserver saw no PATH_CHALLENGE")
+            } else {
+                #expect(challenges == 0, "the client probed the preferred address although told not to")
+            }
+        }
+    }
+
     @Test("ngtcp2's gtlsclient fetches a 1 MB file from our server, byte-exact")
     func gtlsclientToServer() async throws {
         guard let gtlsclient = requirePeer("gtlsclient") else { return }
@@ -148,6 +181,42 @@ struct HTTP3InteropTests {
         #expect(data.count == 1 << 20)
         #expect(sha256(data) == files.hashes["file-1m"])
         await server.shutdown()
+    }
+
+    /// Runs gtlsclient against `server` for `path` into a fresh directory; returns its exit
+    /// status, its output, and the downloaded bytes.
+    func runGtlsclient(_ gtlsclient: String, port: Int, path: String, extra: [String] = []) async throws
+        -> (status: Int32?, output: String, data: Data) {
+        let downloads = pki.directory.appendingPathComponent("gtlsclient-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: downloads, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: downloads) }
+        let client = try PeerProcess(gtlsclient, ["-q", "--exit-on-all-streams-close", "--download=\(downloads.path)"] + extra
+                                                 + ["127.0.0.1", "\(port)", "https://localhost:\(port)\(path)"],
+                                     directory: pki.directory)
+        let status = await client.waitForExit(seconds: 60)
+        let name = String(path.split(separator: "/").last ?? "")
+        return (status, client.output, FileManager.default.contents(atPath: downloads.appendingPathComponent(name).path) ?? Data())
+    }
+
+    @Test("gtlsclient follows our server's preferred address (127.0.0.2) during a 50 MB download, byte-exact")
+    func gtlsclientFollowsPreferredAddress() async throws {
+        guard let gtlsclient = requirePeer("gtlsclient") else { return }
+        let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS(alpn: ["h3"]))
+        configuration.gracefulShutdownTimeout = .seconds(2)
+        configuration.quic.quic.qlogDirectory = qlogs.path
+        configuration.quic.preferredAddress = .init(host: "127.0.0.2", port: try freeUDPPort())
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: DirectoryHandler(root: files.directory))
+        let run = try await runGtlsclient(gtlsclient, port: server.localAddress.port ?? 0, path: "/file-50m")
+        #expect(run.status == 0, "gtlsclient: \(run.output.suffix(1000))")
+        #expect(run.data.count == 50 << 20)
+        #expect(sha256(run.data) == files.hashes["file-50m"])
+        await server.shutdown()
+        let qlog = try Qlog(directory: qlogs, role: "server")
+        #expect(qlog.count("transport:packet_received", withFrame: "path_challenge") >= 1,
+                "our server's qlog shows gtlsclient probing the preferred address")
+        #expect(qlog.pathChallengesSent >= 1, "and our server validating gtlsclient on it")
     }
 
     @Test("our client against aioquic's server: GET and POST")
