@@ -72,10 +72,6 @@ struct EndpointSettings: Sendable {
         // peers that speak only h3 (ngtcp2's example programs).
         let h3Requested = environment["ALPN"] == "h3"
         mode = testCase == "http3" || h3Requested ? .h3 : .hq
-        if h3Requested && role == .client && (testCase == "keyupdate" || testCase == "zerortt") {
-            // The HTTP/3 client has no key update trigger and no 0-RTT yet.
-            throw UnsupportedTestCase(name: testCase + " over h3")
-        }
         retry = testCase == "retry"
         chacha20Only = testCase == "chacha20"
         keyUpdate = testCase == "keyupdate"
