@@ -59,11 +59,12 @@ public final class QUICListener: Sendable {
         var preferredSocket: UDPSocket?
         if let preferred = configuration.preferredAddress {
             do {
-                guard (1...65535).contains(preferred.port) else {
+                guard (1...65535).contains(preferred.port), (1...65535).contains(preferred.bindPort ?? preferred.port) else {
                     throw QUICError.invalidArgument("the preferred address needs a port (1-65535)")
                 }
-                preferredSocket = try await UDPSocket.bind(host: preferred.host, port: preferred.port, options: socketOptions,
-                                                           on: eventLoop)
+                preferredSocket = try await UDPSocket.bind(host: preferred.bindHost ?? preferred.host,
+                                                           port: preferred.bindPort ?? preferred.port,
+                                                           options: socketOptions, on: eventLoop)
             } catch {
                 try? await socket.channel.close().get()
                 throw error

@@ -33,15 +33,22 @@ public struct QUICServerConfiguration: Sendable, Hashable {
 
     /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
     public struct PreferredAddress: Sendable, Hashable {
-        /// The IP address (not a host name).
+        /// The IP address advertised to clients (not a host name).
         public var host: String
-        /// The UDP port (not 0).
+        /// The UDP port advertised to clients (not 0).
         public var port: Int
+        /// Where the second socket is bound, when that differs from the advertised address
+        /// (a server behind a NAT or a relay); `nil`: at ``host``:``port``.
+        public var bindHost: String?
+        /// The port bound with ``bindHost``; `nil`: ``port``.
+        public var bindPort: Int?
 
         /// Creates a preferred address.
-        public init(host: String, port: Int) {
+        public init(host: String, port: Int, bindHost: String? = nil, bindPort: Int? = nil) {
             self.host = host
             self.port = port
+            self.bindHost = bindHost
+            self.bindPort = bindPort
         }
     }
 
@@ -87,6 +94,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     /// The socket on the preferred address, if one is configured, and its address.
     let preferredSocket: UDPSocket?
     private let preferredLocal: SocketAddress?
+    /// The preferred address as advertised (the bound one unless configured otherwise).
+    private let preferredAdvertised: SocketAddress?
     private let primaryLocal: SocketAddress?
     let configuration: QUICServerConfiguration
     let credentials: TLSCredentials
@@ -115,6 +124,15 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         self.socket = socket
         self.preferredSocket = preferredSocket
         self.preferredLocal = preferredSocket?.localAddress
+        if preferredSocket != nil, let preferred = configuration.preferredAddress {
+            do {
+                self.preferredAdvertised = try SocketAddress(ipAddress: preferred.host, port: preferred.port)
+            } catch {
+                throw .invalidArgument("the preferred address must be an IP address: \(preferred.host)")
+            }
+        } else {
+            self.preferredAdvertised = nil
+        }
         self.primaryLocal = socket.localAddress
         self.configuration = configuration
         self.credentials = try TLSCredentials(configuration: configuration.quic.tls, isServer: true)
@@ -254,7 +272,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                                    token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
                                    path: path, eventLoop: eventLoop, host: self, logger: logger,
-                                   preferredAddress: preferredLocal)
+                                   preferredAddress: preferredAdvertised)
             }
         } catch {
             logger.warning("could not create a connection", metadata: ["error": "\(error)"])
