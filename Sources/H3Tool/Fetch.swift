@@ -162,6 +162,8 @@ struct Fetch: AsyncParsableCommand {
         }
         let transport = HTTP3Transport(configuration: configuration)
         let client = Client(options: options, transport: transport)
+        let ticketKeys = Set(targets.map { "\($0.host):\($0.port)" })
+        let ticketsBefore = ticketKeys.map { sessions?.ticket(for: $0)?.tlsSession }
 
         var plans: [TransferPlan] = []
         for (index, target) in targets.enumerated() {
@@ -195,6 +197,13 @@ struct Fetch: AsyncParsableCommand {
             var collected: [TransferReport] = []
             for plan in plans { collected.append(await client.run(plan)) }
             reports = collected
+        }
+        if let sessions {
+            // A ticket comes after the handshake, maybe after a short transfer ended: give it a
+            // moment (at most 1 s) so that the next run can resume.
+            for _ in 0..<100 where ticketKeys.map({ sessions.ticket(for: $0)?.tlsSession }) == ticketsBefore {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
         }
         await transport.shutdown()
         if let sessions, let sessionFile {

@@ -172,9 +172,6 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     /// Requests may be sent in 0-RTT now.
     private var sendsEarlyData: Bool { earlyDataReady && core.isSendingEarlyData }
 
-    /// The connection is still in 0-RTT: the handshake has not completed.
-    var isInEarlyData: Bool { core.isSendingEarlyData }
-
     /// The task waiting for a stream slot was cancelled: it leaves the line.
     func cancelPendingRequest(token: UInt64) {
         if let index = pendingRequests.firstIndex(where: { $0.token == token }) {

@@ -105,8 +105,6 @@ package final class ConnectionCore: @unchecked Sendable {
     /// Server with a preferred address: each written packet says which local address it
     /// leaves from (the host has two sockets).
     private var reportsLocalAddress = false
-    /// Client: the path to the server's preferred address is being validated.
-    private(set) var preferredPathPending = false
 
     // MARK: - Creation
 
@@ -983,7 +981,6 @@ extension ConnectionCore {
         }
         cb.path_validation = { _, flags, _, result, userData in
             guard flags & UInt32(NGTCP2_PATH_VALIDATION_FLAG_PREFERRED_ADDR) != 0, let core = core(userData) else { return 0 }
-            core.preferredPathPending = false
             core.host?.preferredPathValidated(result == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS, for: core)
             return 0
         }
@@ -1135,7 +1132,6 @@ extension ConnectionCore {
             memcpy(UnsafeMutableRawPointer(remoteAddr), addr, length)
             return ngtcp2_socklen(length)
         }
-        preferredPathPending = true
         logger.debug("moving to the server's preferred address", metadata: ["address": "\(remote)"])
     }
 

@@ -136,8 +136,8 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
                 preferred = pending
                 if !waiting.isEmpty { adopted.send(waiting) }
             case .failure(let error):
+                // (The descriptor is NIO's from the adoption on; it is not closed here twice.)
                 connection.logger.debug("cannot use the preferred address socket", metadata: ["error": "\(error)"])
-                Glibc.close(opened.descriptor)
                 if preferred?.remote == remote { preferred = nil }
             }
         }

@@ -70,16 +70,17 @@ public final class QUICListener: Sendable {
                 throw error
             }
         }
+        let secondSocket = preferredSocket
         return try await eventLoop.submit { () throws -> ServerEndpoint in
             do {
-                let endpoint = try ServerEndpoint(socket: socket, preferredSocket: preferredSocket, configuration: configuration,
+                let endpoint = try ServerEndpoint(socket: socket, preferredSocket: secondSocket, configuration: configuration,
                                                   logger: logger, makeApplication: makeApplication, onEstablished: onEstablished)
                 socket.setDelegate(endpoint)
-                preferredSocket?.setDelegate(endpoint)
+                secondSocket?.setDelegate(endpoint)
                 return endpoint
             } catch {
                 socket.close()
-                preferredSocket?.close()
+                secondSocket?.close()
                 throw error
             }
         }.get()

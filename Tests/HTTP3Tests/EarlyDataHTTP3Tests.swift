@@ -72,6 +72,16 @@ struct EarlyDataHTTP3Tests {
         #expect(cache.count == 1, "a session ticket arrived")
     }
 
+    /// Waits until the connection just used has left a ticket of its own (not `previous`):
+    /// each connection resumes with a fresh ticket, as a reused one may be refused early data
+    /// by the server's anti-replay.
+    static func waitForFreshTicket(_ cache: QUICSessionCache, server: String, previous: [UInt8]?) async throws {
+        for _ in 0..<250 where cache.ticket(for: server)?.tlsSession == previous {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(cache.ticket(for: server)?.tlsSession != previous, "a fresh session ticket arrived")
+    }
+
     @Test("through a 400 ms round trip: GET in 0-RTT, POST only when opted in, 425 retried after the handshake, refused early data resent")
     func http3EarlyData() async throws {
         let serverQlogs = try makeQlogDirectory(), clientQlogs = try makeQlogDirectory()
@@ -107,6 +117,12 @@ struct EarlyDataHTTP3Tests {
         @Sendable func request(_ method: HTTPRequest.Method, _ path: String) -> HTTPRequest {
             HTTPRequest(method: method, scheme: "https", authority: authority, path: path)
         }
+        /// Closes a transport once its connection left a fresh ticket for the next one.
+        @Sendable func finish(_ transport: HTTP3Transport, previous: [UInt8]?) async throws {
+            try await EarlyDataHTTP3Tests.waitForFreshTicket(cache, server: authority, previous: previous)
+            await transport.shutdown()
+        }
+        @Sendable func currentTicket() -> [UInt8]? { cache.ticket(for: authority)?.tlsSession }
 
         do {
             try await withTimeout(90) {
@@ -120,6 +136,7 @@ struct EarlyDataHTTP3Tests {
                 #expect(try EarlyDataHTTP3Tests.earlyRequestFrames(serverQlogs, role: "server", event: "transport:packet_received") == 0)
 
                 // 2. Resumed: the GET goes in 0-RTT, the handler sees it as early, the response arrives.
+                var ticket = currentTicket()
                 let second = makeTransport()
                 let early = try await second.roundTrip(request(.get, "/early"))
                 #expect(early.head.status == .ok)
@@ -128,9 +145,10 @@ struct EarlyDataHTTP3Tests {
                 #expect(early.metadata.connection?.sessionResumed == true)
                 let afterGet = try EarlyDataHTTP3Tests.earlyRequestFrames(serverQlogs, role: "server", event: "transport:packet_received")
                 #expect(afterGet >= 1, "the server's qlog shows the request stream in a 0-RTT packet")
-                await second.shutdown()
+                try await finish(second, previous: ticket)
 
                 // 3. A POST waits for the handshake unless the request opts in.
+                ticket = currentTicket()
                 let third = makeTransport()
                 let post = try await third.roundTrip(request(.post, "/echo"), body: HTTPBody(ByteBuffer(string: "posted")))
                 #expect(String(buffer: try await post.body.collect(upTo: 1024)) == "posted")
@@ -138,15 +156,16 @@ struct EarlyDataHTTP3Tests {
                 #expect(post.metadata.connection?.sessionResumed == true)
                 #expect(try EarlyDataHTTP3Tests.earlyRequestFrames(serverQlogs, role: "server", event: "transport:packet_received") == afterGet,
                         "no request stream in 0-RTT for the POST")
-                await third.shutdown()
+                try await finish(third, previous: ticket)
 
+                ticket = currentTicket()
                 let fourth = makeTransport()
                 let optedIn = try await fourth.roundTrip(request(.post, "/echo"), body: HTTPBody(ByteBuffer(string: "posted early")),
                                                          options: HTTPRequestOptions(allowEarlyData: true))
                 #expect(String(buffer: try await optedIn.body.collect(upTo: 1024)) == "posted early")
                 #expect(optedIn.metadata.earlyDataBytes > 0)
                 #expect(try EarlyDataHTTP3Tests.earlyRequestFrames(serverQlogs, role: "server", event: "transport:packet_received") > afterGet)
-                await fourth.shutdown()
+                try await finish(fourth, previous: ticket)
                 #expect(await log.requests("/echo") == [false, true])
 
                 // 4. 425 Too Early: the client sends the request again once the handshake is done, and only once.
