@@ -100,6 +100,13 @@ public final class HTTP3Server: Sendable {
         try? await endpoint.eventLoop.submit { state.goAwayAll() }.get()
     }
 
+    /// Counters of the server's QUIC endpoint: Retries, address tokens, refusals (for
+    /// diagnostics and tests).
+    package func endpointStatistics() async throws -> EndpointStatistics {
+        let endpoint = self.endpoint
+        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+    }
+
     /// Counters of the server's connections (for diagnostics and tests).
     package func statistics() async throws -> [HTTP3SessionStatistics] {
         let state = self.state

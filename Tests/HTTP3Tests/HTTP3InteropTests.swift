@@ -198,6 +198,39 @@ struct HTTP3InteropTests {
         return (status, client.output, FileManager.default.contents(atPath: downloads.appendingPathComponent(name).path) ?? Data())
     }
 
+    @Test("our client keeps gtlsserver's NEW_TOKEN token: with its address validation on (-V), only the first connection is retried")
+    func newTokenFromGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
+        let port = try freeUDPPort()
+        let server = try PeerProcess(gtlsserver, ["-q", "-V", "--htdocs=\(files.directory.path)", "127.0.0.1", "\(port)",
+                                                  pki.keyFile, pki.certFile], directory: pki.directory)
+        defer { server.stop() }
+        let cache = QUICSessionCache()
+        var configuration = HTTP3Transport.Configuration(tls: pki.clientTLS(alpn: ["h3"]))
+        configuration.quic.sessionCache = cache
+        configuration.quic.qlogDirectory = qlogs.path
+        let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/file-1m")
+        let settings = configuration
+        try await withTimeout(60) {
+            for run in 1...2 {
+                let client = HTTP3Transport(configuration: settings)
+                let response = run == 1 ? try await roundTripWhenUp(client, request) : try await client.roundTrip(request)
+                #expect(try await hashBody(response.body).hash == files.hashes["file-1m"])
+                for _ in 0..<250 where cache.addressTokenCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(cache.addressTokenCount == 1, "gtlsserver's NEW_TOKEN token arrived")
+                await client.shutdown()
+            }
+        }
+        // Our client's qlogs: two connections, one Retry (the first one's).
+        let names = try FileManager.default.contentsOfDirectory(atPath: qlogs.path).filter { $0.hasSuffix("_client.sqlog") }
+        #expect(names.count >= 2, "\(names)")
+        let retries = try Qlog(directory: qlogs, role: "client").events
+            .filter { $0.name == "transport:packet_received" && $0.packetType == "retry" }.count
+        #expect(retries == 1, "Retry packets received: \(retries)")
+    }
+
     @Test("gtlsclient follows our server's preferred address (127.0.0.2) during a 50 MB download, byte-exact")
     func gtlsclientFollowsPreferredAddress() async throws {
         guard let gtlsclient = requirePeer("gtlsclient") else { return }
@@ -275,6 +308,35 @@ struct HTTP3InteropTests {
                                             "--output", postOutput], directory: work)
         #expect(await post.waitForExit(seconds: 30) == 0, "aioquic client: \(post.output.suffix(1000))")
         #expect(FileManager.default.contents(atPath: postOutput) == upload)
+        await server.shutdown()
+    }
+
+    @Test("aioquic's client keeps our NEW_TOKEN token: with Retry on, only its first connection is retried")
+    func aioquicUsesNewToken() async throws {
+        guard let python = aioquicPython() else { return }
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS(alpn: ["h3"]))
+        configuration.gracefulShutdownTimeout = .seconds(2)
+        configuration.quic.requireAddressValidation = true
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: DirectoryHandler(root: files.directory))
+        let port = server.localAddress.port ?? 0
+        let script = packageRoot.appendingPathComponent("Tests/Peers/aioquic_peer.py").path
+        let work = pki.directory.appendingPathComponent("aioquic-token-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let tokenFile = work.appendingPathComponent("token").path
+        for run in 1...2 {
+            let output = work.appendingPathComponent("got-\(run)").path
+            let client = try PeerProcess(python, [script, "client", "https://localhost:\(port)/file-1m", "--connect", "127.0.0.1",
+                                                  "--cafile", pki.caFile, "--output", output, "--token-file", tokenFile],
+                                         directory: work)
+            #expect(await client.waitForExit(seconds: 30) == 0, "aioquic client: \(client.output.suffix(1000))")
+            #expect(sha256(FileManager.default.contents(atPath: output) ?? Data()) == files.hashes["file-1m"])
+            #expect((FileManager.default.contents(atPath: tokenFile)?.count ?? 0) > 0, "aioquic kept a token")
+        }
+        let stats = try await server.endpointStatistics()
+        #expect(stats.retriesSent == 1, "the token spared aioquic's second connection the Retry")
+        #expect(stats.addressTokensAccepted == 1)
+        #expect(stats.addressTokensIssued >= 2)
         await server.shutdown()
     }
 }
