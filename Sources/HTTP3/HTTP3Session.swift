@@ -849,9 +849,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         guard let stream = streams[streamID], stream.writeError == nil, !stream.writeShutByPeer else { return }
         // The peer sent STOP_SENDING. ngtcp2 0.12 does not tell its code here; the peer's
         // RESET_STREAM or the stream's close usually follows at once and carries it. Writers
-        // wait for that a little, then fail without it.
+        // wait for that up to 2 s (as raw QUIC streams do: 500 ms was too short on a busy
+        // machine), then fail without it.
         stream.writeShutByPeer = true
-        eventLoop.scheduleTask(in: .milliseconds(500)) { [weak stream] in
+        eventLoop.scheduleTask(in: .seconds(2)) { [weak stream] in
             stream?.failWriters(.streamReset(code: HTTP3ErrorCode.noError))
         }
     }
