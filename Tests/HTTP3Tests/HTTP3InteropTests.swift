@@ -225,10 +225,12 @@ struct HTTP3InteropTests {
         }
         // Our client's qlogs: two connections, one Retry (the first one's).
         let names = try FileManager.default.contentsOfDirectory(atPath: qlogs.path).filter { $0.hasSuffix("_client.sqlog") }
-        #expect(names.count >= 2, "\(names)")
-        let retries = try Qlog(directory: qlogs, role: "client").events
-            .filter { $0.name == "transport:packet_received" && $0.packetType == "retry" }.count
-        #expect(retries == 1, "Retry packets received: \(retries)")
+        #expect(names.count == 2, "\(names)")
+        let retries = try names.map { name in
+            try Qlog(directory: qlogs, fileSuffix: name).events
+                .filter { $0.name == "transport:packet_received" && $0.packetType == "retry" }.count
+        }.sorted()
+        #expect(retries.count == 2 && retries[0] == 0 && retries[1] >= 1, "Retry packets received per connection: \(retries)")
     }
 
     @Test("gtlsclient follows our server's preferred address (127.0.0.2) during a 50 MB download, byte-exact")
@@ -324,6 +326,7 @@ struct HTTP3InteropTests {
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
         let tokenFile = work.appendingPathComponent("token").path
+        var retriesAfterFirst = 0
         for run in 1...2 {
             let output = work.appendingPathComponent("got-\(run)").path
             let client = try PeerProcess(python, [script, "client", "https://localhost:\(port)/file-1m", "--connect", "127.0.0.1",
@@ -332,10 +335,14 @@ struct HTTP3InteropTests {
             #expect(await client.waitForExit(seconds: 30) == 0, "aioquic client: \(client.output.suffix(1000))")
             #expect(sha256(FileManager.default.contents(atPath: output) ?? Data()) == files.hashes["file-1m"])
             #expect((FileManager.default.contents(atPath: tokenFile)?.count ?? 0) > 0, "aioquic kept a token")
+            if run == 1 { retriesAfterFirst = try await server.endpointStatistics().retriesSent }
         }
+        // (An Initial retransmitted before the Retry arrived gets a Retry of its own, so the
+        // first connection may count more than one.)
         let stats = try await server.endpointStatistics()
-        #expect(stats.retriesSent == 1, "the token spared aioquic's second connection the Retry")
-        #expect(stats.addressTokensAccepted == 1)
+        #expect(retriesAfterFirst >= 1)
+        #expect(stats.retriesSent == retriesAfterFirst, "the token spared aioquic's second connection the Retry")
+        #expect(stats.addressTokensAccepted >= 1)
         #expect(stats.addressTokensIssued >= 2)
         await server.shutdown()
     }

@@ -39,24 +39,28 @@ struct NewTokenTests {
         try await withTimeout(30) {
             #expect(try await NewTokenTests.echo("first", port: server.port, configuration: configuration) == "first")
             try await NewTokenTests.waitForToken(cache)
-            var stats = try await server.listener.statistics()
-            #expect(stats.retriesSent == 1)
-            #expect(stats.addressTokensIssued >= 1)
-            #expect(try NewTokenTests.retriesReceived(qlogs) == 1)
+            // (A client Initial retransmitted before the Retry arrived gets a Retry of its own: the
+            // server may count more than one; the client acts on one.)
+            let first = try await server.listener.statistics()
+            #expect(first.retriesSent >= 1)
+            #expect(first.addressTokensIssued >= 1)
+            let retriesReceived = try NewTokenTests.retriesReceived(qlogs)
+            #expect(retriesReceived >= 1)
 
             #expect(try await NewTokenTests.echo("second", port: server.port, configuration: configuration) == "second")
-            stats = try await server.listener.statistics()
-            #expect(stats.retriesSent == 1, "the token spared the second connection the Retry")
-            #expect(stats.addressTokensAccepted == 1)
+            var stats = try await server.listener.statistics()
+            #expect(stats.retriesSent == first.retriesSent, "the token spared the second connection the Retry")
+            #expect(stats.addressTokensAccepted >= 1)
             #expect(stats.invalidTokens == 0)
-            #expect(try NewTokenTests.retriesReceived(qlogs) == 1)
+            #expect(try NewTokenTests.retriesReceived(qlogs) == retriesReceived, "no Retry reached the second connection")
 
             // The token went with the second connection, which got a fresh one; a client
             // without tokens is retried again.
             try await NewTokenTests.waitForToken(cache)
             #expect(try await NewTokenTests.echo("third", port: server.port, configuration: clientConfiguration()) == "third")
+            let before = stats.retriesSent
             stats = try await server.listener.statistics()
-            #expect(stats.retriesSent == 2)
+            #expect(stats.retriesSent > before)
         }
     }
 
@@ -77,9 +81,9 @@ struct NewTokenTests {
         try await withTimeout(30) {
             #expect(try await NewTokenTests.echo("two", port: port, configuration: configuration) == "two")
             let stats = try await second.listener.statistics()
-            #expect(stats.retriesSent == 1)
+            #expect(stats.retriesSent >= 1)
             #expect(stats.addressTokensAccepted == 0)
-            #expect(stats.invalidTokens == 1)
+            #expect(stats.invalidTokens >= 1)
         }
     }
 
