@@ -231,7 +231,7 @@ struct EndpointTests {
             }
             return nil
         }
-        try await withTimeout(15) {
+        try await withTimeout(30) {
             let client = try await QUICClient.connect(host: "127.0.0.1", port: listener.localAddress.port ?? 0,
                                                       configuration: clientConfiguration())
             let serverSide = try #require(await accepted.value)
