@@ -211,7 +211,7 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI",
+                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

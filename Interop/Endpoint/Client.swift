@@ -64,6 +64,8 @@ struct InteropClient {
                 configuration.quic.sessionCache = cache
                 try await fetchAllH3([settings.requests[0]], configuration: configuration)
                 guard cache.count > 0 else { throw EndpointError("the server sent no session ticket") }
+                // zerortt: the resumed connection sends the GETs in 0-RTT (refused ones go again).
+                configuration.quic.enableEarlyData = settings.zeroRTT
                 try await fetchAllH3(Array(settings.requests.dropFirst()), configuration: configuration)
             } else if settings.connectionPerRequest {
                 for url in settings.requests { try await fetchAllH3([url], configuration: configuration) }
@@ -80,6 +82,9 @@ struct InteropClient {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for url in urls {
                     group.addTask { try await fetchH3(url, transport: transport) }
+                }
+                if settings.keyUpdate, let first = urls.first {
+                    group.addTask { try await updateKeysH3(transport, for: first) }
                 }
                 try await group.waitForAll()
             }
@@ -125,6 +130,27 @@ struct InteropClient {
         throw EndpointError("the key update was refused for 2 s")
     }
 
+    /// HTTP/3: a key update on the connection to `url`'s origin once it exists and its
+    /// handshake is confirmed.
+    private func updateKeysH3(_ transport: HTTP3Transport, for url: URL) async throws {
+        for _ in 0..<500 {
+            do {
+                try await transport.initiateKeyUpdate(for: request(url))
+                log("key update initiated")
+                return
+            } catch HTTPError.invalidRequest {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        throw EndpointError("the key update was refused for 5 s")
+    }
+
+    private func request(_ url: URL) -> HTTPRequest {
+        let path = url.path.isEmpty ? "/" : url.path
+        let authority = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
+        return HTTPRequest(method: .get, scheme: "https", authority: authority, path: path)
+    }
+
     private func fetchHQ(_ url: URL, on connection: QUICConnection) async throws {
         let path = url.path.isEmpty ? "/" : url.path
         let output = try OutputFile(settings.downloads, path)
@@ -139,9 +165,7 @@ struct InteropClient {
 
     private func fetchH3(_ url: URL, transport: HTTP3Transport) async throws {
         let path = url.path.isEmpty ? "/" : url.path
-        let authority = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
-        let request = HTTPRequest(method: .get, scheme: "https", authority: authority, path: path)
-        let response = try await transport.roundTrip(request)
+        let response = try await transport.roundTrip(request(url))
         guard response.head.status == .ok else {
             response.body.discard()
             throw EndpointError("\(url): status \(response.head.status.code)")

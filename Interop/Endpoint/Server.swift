@@ -30,6 +30,10 @@ struct InteropServer {
         quic.maxIncomingBidirectionalStreams = 1000
         var serverConfiguration = QUICServerConfiguration(quic: quic, requireAddressValidation: settings.retry)
         serverConfiguration.maxConnections = 1000
+        if let preferred = settings.preferredAddress {
+            serverConfiguration.preferredAddress = .init(host: preferred.host, port: preferred.port,
+                                                         bindHost: preferred.bindHost, bindPort: preferred.bindPort)
+        }
         let files = FileStore(root: settings.www)
 
         switch settings.mode {

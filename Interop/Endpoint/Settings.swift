@@ -46,6 +46,10 @@ struct EndpointSettings: Sendable {
     let zeroRTT: Bool
     /// Client: one connection per URL, one after another (handshakeloss, handshakecorruption).
     let connectionPerRequest: Bool
+    /// Server (connectionmigration): the preferred address to advertise, and where to bind
+    /// its socket (a local extension of the contract: `PREFERRED_ADDRESS=host:port`, and
+    /// `PREFERRED_BIND=host:port` when a relay sits in front of it). Clients follow it anyway.
+    let preferredAddress: (host: String, port: Int, bindHost: String?, bindPort: Int?)?
 
     /// Test cases that need nothing beyond a correct transfer (the network does the rest).
     static let transferCases: Set<String> = [
@@ -55,7 +59,16 @@ struct EndpointSettings: Sendable {
     ]
     /// Cases run with a special setting.
     static let specialCases: Set<String> = ["retry", "chacha20", "keyupdate", "http3", "resumption", "zerortt",
-                                            "multiconnect"]
+                                            "multiconnect", "connectionmigration"]
+
+    /// `host:port` or `[v6]:port`.
+    static func hostPort(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
 
     init(_ environment: [String: String]) throws {
         guard let roleText = environment["ROLE"], let role = Role(rawValue: roleText) else {
@@ -63,8 +76,7 @@ struct EndpointSettings: Sendable {
         }
         self.role = role
         testCase = environment["TESTCASE"] ?? ""
-        // connectionmigration and v2 need features this build lacks (the server's preferred
-        // address, QUIC v2): the runner expects 127 for them.
+        // v2 needs QUIC v2, which this build lacks: the runner expects 127 for it.
         guard EndpointSettings.transferCases.contains(testCase) || EndpointSettings.specialCases.contains(testCase) else {
             throw UnsupportedTestCase(name: testCase)
         }
@@ -72,16 +84,21 @@ struct EndpointSettings: Sendable {
         // peers that speak only h3 (ngtcp2's example programs).
         let h3Requested = environment["ALPN"] == "h3"
         mode = testCase == "http3" || h3Requested ? .h3 : .hq
-        if h3Requested && role == .client && (testCase == "keyupdate" || testCase == "zerortt") {
-            // The HTTP/3 client has no key update trigger and no 0-RTT yet.
-            throw UnsupportedTestCase(name: testCase + " over h3")
-        }
         retry = testCase == "retry"
         chacha20Only = testCase == "chacha20"
         keyUpdate = testCase == "keyupdate"
         resumption = testCase == "resumption" || testCase == "zerortt"
         zeroRTT = testCase == "zerortt"
         connectionPerRequest = testCase == "multiconnect"
+        if testCase == "connectionmigration" && role == .server {
+            guard let advertised = environment["PREFERRED_ADDRESS"].flatMap(Self.hostPort) else {
+                throw EndpointError("connectionmigration: PREFERRED_ADDRESS=host:port is not set")
+            }
+            let bind = environment["PREFERRED_BIND"].flatMap(Self.hostPort)
+            preferredAddress = (advertised.host, advertised.port, bind?.host, bind?.port)
+        } else {
+            preferredAddress = nil
+        }
         www = environment["WWW"] ?? "/www"
         downloads = environment["DOWNLOADS"] ?? "/downloads"
         certificates = environment["CERTS"] ?? "/certs"

@@ -211,6 +211,22 @@ def check_rebinding(run):
     return None
 
 
+def check_preferred_address(run):
+    """connectionmigration: the handshake went to the address dialled, then the client moved to
+    the server's preferred address (the second relay's capture) and the data came that way."""
+    moved = [d for d in run.datagrams if getattr(d, "preferred_path", False)]
+    if any(d.initial for d in moved):
+        return "Initial packets went to the preferred address: the handshake did not start on the address dialled"
+    if not any(d.to_server and d.short for d in moved):
+        return "the client never sent a 1-RTT packet to the server's preferred address"
+    received = sum(d.size for d in moved if not d.to_server)
+    total = sum(os.path.getsize(os.path.join(run.www, name)) for name in run.files)
+    if received < total // 2:
+        return (f"only {received} bytes came from the preferred address (files: {total} bytes): "
+                "the transfer did not move there")
+    return None
+
+
 def check_ipv6(run):
     if not run.datagrams or not all(d.ipv6 for d in run.datagrams):
         return "not all datagrams in the pcap are IPv6"

@@ -48,9 +48,11 @@ PEERS = {
 
 class Case:
     def __init__(self, name, testcase, files, checks, netsim=(), timeout=60, handshakes=1,
-                 alpn="hq-interop", ipv6=False, chain=1, split=False, measure=False):
+                 alpn="hq-interop", ipv6=False, chain=1, split=False, measure=False, preferred=False):
         self.name, self.testcase, self.files, self.netsim = name, testcase, files, list(netsim)
         self.measure = measure  # report goodput: bytes of the files over the client's run time
+        # the server advertises a preferred address (127.0.0.2), reached through a second relay
+        self.preferred = preferred
         self.timeout, self.alpn, self.ipv6, self.chain = timeout, alpn, ipv6, chain
         self.split = split  # first file on a first connection, the rest on a second
         self.handshakes = handshakes if handshakes != "files" else len(files)
@@ -86,6 +88,8 @@ CASES = [
          DELAY + ["--to-client-rate", "2M", "--rebind-port-after", "1"]),
     Case("rebind-addr", "transfer", [4 * MB], [C.check_rebinding],
          DELAY + ["--to-client-rate", "2M", "--rebind-address-after", "1:127.0.0.2"]),
+    Case("connectionmigration", "connectionmigration", [2 * MB, 3 * MB], [C.check_preferred_address],
+         DELAY + ["--to-client-rate", "4M"], preferred=True),
     # The official runner's goodput measurement: a 10 MB file through a 10 Mbit/s bottleneck. The cell
     # passes on a byte-exact file and reports the goodput (file bits over the client's run time).
     Case("goodput", "goodput", [10 * MB], [], DELAY + ["--rate", "1250k"], timeout=120, measure=True),
@@ -234,12 +238,21 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
                       SSLKEYLOGFILE=keylogs[1], QLOGDIR=os.path.join(qlog, "client"))
     if mode == "h3":
         client_env["ALPN"] = "h3"
+    preferred_pcap = os.path.join(directory, "trace-preferred.pcap")
+    if case.preferred:
+        # The server's preferred address is a second relay on 127.0.0.2 (its own pcap), which
+        # forwards to the server's second socket.
+        preferred_server_port, preferred_listen_port = free_udp_port("127.0.0.2"), free_udp_port("127.0.0.2")
+        while preferred_listen_port == preferred_server_port:
+            preferred_listen_port = free_udp_port("127.0.0.2")
+        server_env["PREFERRED_ADDRESS"] = f"127.0.0.2:{preferred_listen_port}"
+        server_env["PREFERRED_BIND"] = f"127.0.0.2:{preferred_server_port}"
     if sabotage == "retry" and case.testcase == "retry":
         server_env["TESTCASE"] = "handshake"
     label = " (h3)" if mode == "h3" else ""
     started = time.monotonic()
     server_process = PROCESSES.start(server.command, server_env, os.path.join(directory, "server.log"), directory)
-    netsim_process = client_process = None
+    netsim_process = client_process = preferred_process = None
     try:
         if not wait_bound(server_port, server_process, 15):
             code = server_process.poll()
@@ -252,6 +265,15 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
         netsim_process = PROCESSES.start(netsim_command, base, os.path.join(directory, "netsim.log"), directory)
         if not wait_bound(listen_port, netsim_process, 10):
             return Result("fail", "h3-netsim did not start (see netsim.log)", label, directory=directory)
+        if case.preferred:
+            preferred_command = [NETSIM, "--listen", f"127.0.0.2:{preferred_listen_port}",
+                                 "--server", f"127.0.0.2:{preferred_server_port}", "--seed", str(seed + 1),
+                                 "--pcap", preferred_pcap, "--duration", str(case.timeout + 30)] + case.netsim
+            preferred_process = PROCESSES.start(preferred_command, base, os.path.join(directory, "netsim-preferred.log"),
+                                                directory)
+            if not wait_bound(preferred_listen_port, preferred_process, 10):
+                return Result("fail", "the preferred address relay did not start (see netsim-preferred.log)", label,
+                              directory=directory)
         client_started = time.monotonic()
         client_process = PROCESSES.start(client.command, client_env, os.path.join(directory, "client.log"), directory)
         try:
@@ -263,6 +285,8 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
         time.sleep(0.3)  # the last packets (CONNECTION_CLOSE) reach the relay
         client_code = PROCESSES.stop(client_process)
         PROCESSES.stop(netsim_process, grace=5.0)  # SIGTERM: completes the pcap, prints counters
+        if preferred_process is not None:
+            PROCESSES.stop(preferred_process, grace=5.0)
         server_code = PROCESSES.stop(server_process)
         if code == 127:
             return Result("unsupported", f"{client.name} client exited 127", label, seconds, directory)
@@ -286,6 +310,13 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
                 f.write(bytes([first[0] ^ 0xFF]) if first else b"x")
         try:
             datagrams = read_trace(pcap, keylog, server_port)
+            if case.preferred:
+                # The preferred path's datagrams come after the others (their own capture).
+                preferred = read_trace(preferred_pcap, keylog, preferred_server_port) \
+                    if os.path.exists(preferred_pcap) else []
+                for d in preferred:
+                    d.preferred_path = True
+                datagrams += preferred
         except TraceError as error:
             return Result("fail", str(error), label, seconds, directory)
         run = C.Run(case, www, downloads, datagrams, names, names[1:] if case.split else [],
@@ -298,7 +329,7 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
             label += f" {sum(case.files) * 8 / client_seconds / 1e6:.2f} Mbit/s"
         return Result("pass", "", label, seconds, directory)
     finally:
-        for process in (client_process, netsim_process, server_process):
+        for process in (client_process, netsim_process, preferred_process, server_process):
             if process is not None:
                 PROCESSES.stop(process, grace=1.0)
         if not keep:

@@ -9,6 +9,9 @@ struct Client: Sendable {
     let options: TransferOptions
     /// An ``HTTP3Transport``, or the protocol-choosing `HTTPClient` (`--http2`, `--http3`, `--alt-svc`).
     let transport: any HTTPRoundTripper
+    /// The HTTP/3 transport under ``transport``, for the test switches (`--key-update-after`,
+    /// `--migrate-after`), which act on its pooled connection.
+    let http3: HTTP3Transport
 
     /// Runs the transfers one after another on the shared transport (one connection per origin).
     func run(_ plan: TransferPlan) async -> TransferReport {
@@ -207,7 +210,10 @@ struct Client: Sendable {
                 Console.error("* Requesting \(target) over \(options.protocolLabel)"
                               + (authorityOverride.map { " (authority \($0))" } ?? ""))
             }
-            let response = try await transport.roundTrip(request, body: body, options: HTTPRequestOptions())
+            let response = try await transport.roundTrip(request, body: body,
+                                                         options: HTTPRequestOptions(allowEarlyData: options.allowEarlyData))
+            let migration = scheduleMigration(for: request, transferStarted: started)
+            defer { migration?.cancel() }
             let metadata = response.metadata
             if !metadata.connectionReused { connects += 1 }
             var report = TransferReport()
@@ -282,10 +288,17 @@ struct Client: Sendable {
                 let meter = makeMeter(total: length, sink: sink)
                 defer { meter?.finish() }
                 try sink.open()
+                var received: Int64 = 0
+                var nextKeyUpdate = options.keyUpdateAfter ?? .max
                 for try await chunk in response.body {
                     try sink.write(chunk)
                     meter?.add(chunk.readableBytes)
                     progress.received(chunk.readableBytes)
+                    received += Int64(chunk.readableBytes)
+                    if received >= nextKeyUpdate, let every = options.keyUpdateAfter {
+                        nextKeyUpdate = received + every
+                        await updateKeys(for: request)
+                    }
                 }
                 _ = try await response.body.trailers()
             } else {
@@ -298,6 +311,35 @@ struct Client: Sendable {
                 Console.error("* Connection to \(target.host) left open for reuse")
             }
             return report
+        }
+    }
+
+    /// `--key-update-after`: one key update now. ngtcp2 refuses while the previous one is
+    /// unconfirmed; that is reported with -v and the next threshold tries again.
+    private func updateKeys(for request: HTTPRequest) async {
+        do {
+            try await http3.initiateKeyUpdate(for: request)
+            if options.verbose { Console.error("* Key update started") }
+        } catch {
+            if options.verbose { Console.error("* Key update not possible now: \(error)") }
+        }
+    }
+
+    /// `--migrate-after`: moves the connection to a new local port that many seconds into the
+    /// transfer (the returned task is cancelled when the transfer ends first).
+    private func scheduleMigration(for request: HTTPRequest, transferStarted: ContinuousClock.Instant) -> Task<Void, Never>? {
+        guard let seconds = options.migrateAfter else { return nil }
+        let http3 = self.http3, verbose = options.verbose
+        return Task {
+            let due = transferStarted + .milliseconds(Int64(seconds * 1000))
+            do {
+                try await Task.sleep(until: due, clock: .continuous)
+                try await http3.migrate(for: request)
+                if verbose { Console.error("* Migrated the connection to a new local port") }
+            } catch is CancellationError {
+            } catch {
+                Console.error("h3: migration failed: \(error)")
+            }
         }
     }
 

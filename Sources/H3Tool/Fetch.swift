@@ -83,6 +83,16 @@ struct Fetch: AsyncParsableCommand {
     @Option(name: .customLong("session-file"),
             help: ArgumentHelp("Keep TLS session tickets in this file, so later runs resume their sessions.", valueName: "file"))
     var sessionFile: String?
+    @Flag(name: .customLong("tls-earlydata"),
+          help: "Send requests in TLS early data (0-RTT) when --session-file holds a ticket for the server.")
+    var tlsEarlyData = false
+    @Option(name: .customLong("key-update-after"),
+            help: ArgumentHelp("Test switch: start a TLS key update after each BYTES of response body.", valueName: "bytes"))
+    var keyUpdateAfter: Int64?
+    @Option(name: .customLong("migrate-after"),
+            help: ArgumentHelp("Test switch: move the connection to a new local port SECONDS into each transfer.",
+                               valueName: "seconds"))
+    var migrateAfter: Double?
     @Flag(name: .customLong("http3-only"), help: "Use HTTP/3 only (the default).")
     var http3Only = false
     @Flag(name: .customLong("http3"),
@@ -130,6 +140,10 @@ struct Fetch: AsyncParsableCommand {
         }
         if remoteName && !output.isEmpty {
             throw ValidationError("use either -o/--output or -O/--remote-name, not both")
+        }
+        if let keyUpdateAfter, keyUpdateAfter < 1 { throw ValidationError("--key-update-after must be at least 1 byte") }
+        if let migrateAfter, !(migrateAfter >= 0 && migrateAfter <= 1e8) {
+            throw ValidationError("--migrate-after must be a number of seconds between 0 and 1e8")
         }
         if !(1...300).contains(parallelMax) { throw ValidationError("--parallel-max must be between 1 and 300") }
         if maxRedirects < -1 { throw ValidationError("--max-redirs must be -1 or more") }
@@ -185,7 +199,9 @@ struct Fetch: AsyncParsableCommand {
             }
             chooser = client
         }
-        let client = Client(options: options, transport: chooser ?? http3Transport)
+        let client = Client(options: options, transport: chooser ?? http3Transport, http3: http3Transport)
+        let ticketKeys = Set(targets.map { "\($0.host):\($0.port)" })
+        let ticketsBefore = ticketKeys.map { sessions?.ticket(for: $0)?.tlsSession }
 
         var plans: [TransferPlan] = []
         for (index, target) in targets.enumerated() {
@@ -219,6 +235,13 @@ struct Fetch: AsyncParsableCommand {
             var collected: [TransferReport] = []
             for plan in plans { collected.append(await client.run(plan)) }
             reports = collected
+        }
+        if let sessions {
+            // A ticket comes after the handshake, maybe after a short transfer ended: give it a
+            // moment (at most 1 s) so that the next run can resume.
+            for _ in 0..<100 where ticketKeys.map({ sessions.ticket(for: $0)?.tlsSession }) == ticketsBefore {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
         }
         if let chooser {
             do {
@@ -274,6 +297,7 @@ struct Fetch: AsyncParsableCommand {
             configuration.quic.qlogDirectory = qlogDirectory
         }
         if let connectTimeout { configuration.quic.handshakeTimeout = .milliseconds(Int64(connectTimeout * 1000)) }
+        configuration.quic.enableEarlyData = tlsEarlyData
         for entry in resolve {
             if let (key, address) = Fetch.parseResolve(entry) { configuration.resolve[key] = address }
         }
@@ -319,6 +343,12 @@ struct TransferOptions: Sendable {
     var parallel: Bool
     /// What `-v` says requests go over.
     var protocolLabel: String
+    /// `--tls-earlydata`: requests may go in 0-RTT whatever their method.
+    var allowEarlyData: Bool
+    /// `--key-update-after`: bytes of response body between key updates.
+    var keyUpdateAfter: Int64?
+    /// `--migrate-after`: seconds into a transfer at which the connection moves to a new port.
+    var migrateAfter: Double?
 
     init(_ fetch: Fetch) throws(ToolError) {
         switch fetch.protocolMode {
@@ -336,6 +366,9 @@ struct TransferOptions: Sendable {
         showError = fetch.showError
         maxTime = fetch.maxTime
         parallel = fetch.parallel
+        allowEarlyData = fetch.tlsEarlyData
+        keyUpdateAfter = fetch.keyUpdateAfter
+        migrateAfter = fetch.migrateAfter
 
         if let template = fetch.writeOut, template.hasPrefix("@") {
             let path = String(template.dropFirst())

@@ -109,6 +109,13 @@ public final class HTTP3Server: Sendable {
         try? await endpoint.eventLoop.submit { state.goAwayAll() }.get()
     }
 
+    /// Counters of the server's QUIC endpoint: Retries, address tokens, refusals (for
+    /// diagnostics and tests).
+    package func endpointStatistics() async throws -> EndpointStatistics {
+        let endpoint = self.endpoint
+        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+    }
+
     /// Counters of the server's connections (for diagnostics and tests).
     package func statistics() async throws -> [HTTP3SessionStatistics] {
         let state = self.state
@@ -171,7 +178,8 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         let core = session.core
         let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: core.remoteAddress.endpointText,
                                          localAddress: core.localAddress.endpointText,
-                                         tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate)
+                                         tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate,
+                                         isEarlyData: stream.arrivedEarly)
         let length = head.headerFields[.contentLength].flatMap { Int64($0) }
         let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)
         let writer = HTTP3MessageWriter(stream: stream, session: session)

@@ -39,6 +39,14 @@ package struct HTTP3SessionStatistics: Sendable {
     package var goawaySent = false
     /// Client: whether the server sent GOAWAY on this connection.
     package var goawayReceived = false
+    /// Client: request streams that went in 0-RTT (at least their first bytes).
+    package var earlyRequestsSent = 0
+    /// Client: requests sent again after the server refused the early data they went in.
+    package var earlyRequestsResent = 0
+    /// Client: requests answered 425 (Too Early) and sent again after the handshake.
+    package var tooEarlyRetries = 0
+    /// Server: requests whose head arrived in 0-RTT.
+    package var earlyRequestsReceived = 0
 }
 
 /// Hears about new requests (server) and the end of the connection.
@@ -68,6 +76,12 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var statistics = HTTP3SessionStatistics()
     weak var delegate: (any HTTP3SessionDelegate)?
     private var qpackEncoderStreamID: Int64 = -1
+    /// The control and QPACK streams are open and bound to nghttp3.
+    private var controlStreamsBound = false
+    /// Client: the control streams went out in 0-RTT, so requests may follow them.
+    private var earlyDataReady = false
+    /// Server: streams with data that arrived in 0-RTT, until their head is seen.
+    private var earlyStreamIDs: Set<Int64> = []
     /// The stream whose bare FIN was offered last and not yet taken (see `pendingStreamData`).
     private var lastBareFIN: Int64?
     private var finsToRetry: [Int64] = []
@@ -77,8 +91,6 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     private(set) var goawayID: Int64?
     /// Server: shutting down gracefully.
     private(set) var shuttingDown = false
-    /// Whether the control and QPACK streams are bound (the handshake completed).
-    private var streamsBound = false
     private(set) var closeError: QUICError?
     private(set) var isClosed = false
     /// Called (on the loop) when the connection becomes unusable for new requests.
@@ -92,6 +104,13 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         self.role = role
         self.settings = settings
         self.logger = logger
+        h3 = try makeNghttp3Connection()
+        if role == .server, let h3 {
+            nghttp3_conn_set_max_client_streams_bidi(h3, maxIncomingStreams)
+        }
+    }
+
+    private func makeNghttp3Connection() throws(QUICError) -> OpaquePointer {
         var callbacks = Self.callbacks()
         var h3Settings = nghttp3_settings()
         swift_nghttp3_settings_default(&h3Settings)
@@ -105,10 +124,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             ? swift_nghttp3_conn_client_new(&conn, &callbacks, &h3Settings, nil, userData)
             : swift_nghttp3_conn_server_new(&conn, &callbacks, &h3Settings, nil, userData)
         guard rv == 0, let conn else { throw .internalError("nghttp3_conn_new: \(nghttp3Message(rv))") }
-        h3 = conn
-        if role == .server {
-            nghttp3_conn_set_max_client_streams_bidi(conn, maxIncomingStreams)
-        }
+        return conn
     }
 
     deinit {
@@ -122,20 +138,43 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         let token: UInt64
         let head: HTTPRequest
         let hasBody: Bool
+        /// The request may go in 0-RTT (``EarlyDataPolicy``); otherwise it waits for the handshake.
+        let mayUseEarlyData: Bool
         let continuation: CheckedContinuation<RequestStream, any Error>
     }
     private var pendingRequests = CircularBuffer<PendingRequest>()
 
     /// Opens a request stream and submits the head at once if the peer's stream limit allows,
-    /// otherwise when it next rises. Requests are served in order.
-    func startRequest(_ head: HTTPRequest, hasBody: Bool, token: UInt64,
+    /// otherwise when it next rises. Requests are served in order. While the connection is in
+    /// 0-RTT, a request that may not go early (`mayUseEarlyData` false) waits for the handshake.
+    func startRequest(_ head: HTTPRequest, hasBody: Bool, mayUseEarlyData: Bool = false, token: UInt64,
                       continuation: CheckedContinuation<RequestStream, any Error>) {
         if isClosed { continuation.resume(throwing: httpError(closeError)); return }
         if goawayID != nil { continuation.resume(throwing: HTTPError.requestRejected); return }
         if cancelledTokens.remove(token) != nil { continuation.resume(throwing: CancellationError()); return }
-        pendingRequests.append(PendingRequest(token: token, head: head, hasBody: hasBody, continuation: continuation))
+        pendingRequests.append(PendingRequest(token: token, head: head, hasBody: hasBody, mayUseEarlyData: mayUseEarlyData,
+                                              continuation: continuation))
         submitPendingRequests()
     }
+
+    /// Client, right after a resumed connection got its 0-RTT key: opens the control and QPACK
+    /// streams in early data so requests can follow them. `false` if the server's remembered
+    /// limits do not allow it (requests then wait for the handshake).
+    func startEarlyData() -> Bool {
+        guard role == .client, core.isSendingEarlyData, !isClosed else { return false }
+        do throws(QUICError) {
+            try bindControlStreams()
+        } catch {
+            logger.debug("no HTTP/3 requests in 0-RTT", metadata: ["reason": "\(error)"])
+            return false
+        }
+        earlyDataReady = true
+        core.scheduleWrite()
+        return true
+    }
+
+    /// Requests may be sent in 0-RTT now.
+    private var sendsEarlyData: Bool { earlyDataReady && core.isSendingEarlyData }
 
     /// The task waiting for a stream slot was cancelled: it leaves the line.
     func cancelPendingRequest(token: UInt64) {
@@ -156,14 +195,33 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     }
 
     private func submitPendingRequests() {
+        if role == .client && !controlStreamsBound { return }  // 0-RTT not possible: wait for the handshake
+        let early = core.isSendingEarlyData
+        if early && !sendsEarlyData { return }
+        var waiting = CircularBuffer<PendingRequest>()
         while let pending = pendingRequests.first, core.streamsLeft(bidirectional: true) > 0 {
             pendingRequests.removeFirst()
+            if early && !pending.mayUseEarlyData {
+                waiting.append(pending)  // not in 0-RTT: after the handshake
+                continue
+            }
             do throws(HTTPError) {
-                pending.continuation.resume(returning: try submitRequest(pending.head, hasBody: pending.hasBody))
+                let stream = try submitRequest(pending.head, hasBody: pending.hasBody)
+                if early { statistics.earlyRequestsSent += 1 }
+                pending.continuation.resume(returning: stream)
             } catch {
                 pending.continuation.resume(throwing: error)
             }
         }
+        if !waiting.isEmpty {
+            waiting.append(contentsOf: pendingRequests)
+            pendingRequests = waiting
+        }
+    }
+
+    /// Counts a request sent again after refused early data or a 425 (for statistics).
+    func countRetry(tooEarly: Bool) {
+        if tooEarly { statistics.tooEarlyRetries += 1 } else { statistics.earlyRequestsResent += 1 }
     }
 
     /// Whether a new request can be sent at once (pool choice).
@@ -219,8 +277,18 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     /// Sends a response head; the body follows through ``write``/``finish``.
     func submitResponse(_ stream: RequestStream, head: HTTPResponse) throws(HTTPError) {
-        guard let h3, !isClosed else { throw httpError(closeError) }
+        guard !isClosed else { throw httpError(closeError) }
         if let error = stream.writeError { throw error }
+        // A response to a request that came in 0-RTT can be ready before the handshake
+        // completes (0.5-RTT): nghttp3 needs its control and QPACK streams first.
+        if !controlStreamsBound {
+            do throws(QUICError) {
+                try bindControlStreams()
+            } catch {
+                throw httpError(error)
+            }
+        }
+        guard let h3 else { throw httpError(closeError) }
         var fields: [(String, String)] = [(":status", String(head.status.code))]
         for field in head.headerFields { fields.append((field.name.canonicalName, field.value)) }
         var reader = nghttp3_data_reader(read_data: Self.readData)
@@ -238,7 +306,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         shuttingDown = true
         // Before the handshake completed there is no control stream to carry GOAWAY (nghttp3
         // asserts on it): the GOAWAY goes out as soon as the handshake binds it.
-        if streamsBound { sendGoAway() }
+        if controlStreamsBound { sendGoAway() }
     }
 
     /// The two GOAWAYs of a graceful shutdown (the control stream is bound).
@@ -512,6 +580,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             do throws(HTTPError) {
                 let request = try Self.makeRequest(stream.fields)
                 stream.head = stream.fields
+                if earlyStreamIDs.remove(streamID) != nil {
+                    stream.arrivedEarly = true
+                    statistics.earlyRequestsReceived += 1
+                }
                 delegate?.session(self, didReceiveRequest: stream, head: request)
             } catch {
                 logger.debug("malformed request", metadata: ["stream": "\(streamID)", "error": "\(error)"])
@@ -600,6 +672,13 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     // MARK: - QUICApplicationProtocol
 
     func handshakeCompleted() throws(QUICError) {
+        if !controlStreamsBound { try bindControlStreams() }
+        earlyStreamIDs.removeAll()
+        if role == .client { submitPendingRequests() }
+    }
+
+    /// Opens the control stream and the QPACK encoder and decoder streams (RFC 9114, 6.2).
+    private func bindControlStreams() throws(QUICError) {
         guard let h3 else { return }
         guard let control = try core.openStream(bidirectional: false),
               let encoder = try core.openStream(bidirectional: false),
@@ -611,9 +690,47 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             throw QUICError.internalError("nghttp3 could not bind its streams")
         }
         qpackEncoderStreamID = encoder
-        streamsBound = true
-        // A shutdown that began during the handshake.
+        controlStreamsBound = true
+        // A shutdown that began before the control stream existed.
         if shuttingDown { sendGoAway() }
+    }
+
+    func earlyDataRejected() {
+        guard role == .client else { return }
+        // ngtcp2 dropped every stream opened in 0-RTT, control streams included, and will hand
+        // out the same stream IDs again: start HTTP/3 over with a fresh nghttp3 connection and
+        // tell each request sent early to go again (nothing of it reached the server).
+        let rejected = streams.values
+        streams.removeAll()
+        activeRequests = 0
+        if let h3 { nghttp3_conn_del(h3) }
+        h3 = nil
+        controlStreamsBound = false
+        earlyDataReady = false
+        qpackEncoderStreamID = -1
+        lastBareFIN = nil
+        finsToRetry.removeAll()
+        peerUniStreamTypes.removeAll()
+        do throws(QUICError) {
+            h3 = try makeNghttp3Connection()
+        } catch {
+            logger.error("cannot restart HTTP/3 after refused early data", metadata: ["error": "\(error)"])
+            closeConnection(code: HTTP3ErrorCode.internalError)
+        }
+        for stream in rejected {
+            stream.closed = true
+            stream.earlyRejected = true
+            stream.body.removeAll()
+            stream.bufferedBytes = 0
+            stream.failReader(.requestRejected)
+            stream.failWriters(.requestRejected)
+        }
+    }
+
+    func receivedEarlyData(streamID: Int64) {
+        // Only request streams (client-initiated, bidirectional) matter; bounded by MAX_STREAMS.
+        guard role == .server, streamID & 0x3 == 0 else { return }
+        earlyStreamIDs.insert(streamID)
     }
 
     func streamOpened(streamID: Int64) {}
@@ -648,6 +765,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
     }
 
     func streamClosed(streamID: Int64, applicationErrorCode: UInt64?) {
+        earlyStreamIDs.remove(streamID)
         guard let h3 else { return }
         finsToRetry.removeAll { $0 == streamID }
         if lastBareFIN == streamID { lastBareFIN = nil }
@@ -733,6 +851,7 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
             finsToRetry.removeAll { $0 == streamID }
         }
         if streamID == qpackEncoderStreamID { statistics.qpackEncoderBytesSent += bytes }
+        if role == .client, core.isSendingEarlyData, let stream = streams[streamID] { stream.earlyBytes += bytes }
         let rv = nghttp3_conn_add_write_offset(h3, streamID, bytes)
         if rv != 0 { throw .internalError("nghttp3_conn_add_write_offset: \(nghttp3Message(rv))") }
     }
@@ -750,9 +869,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         guard let stream = streams[streamID], stream.writeError == nil, !stream.writeShutByPeer else { return }
         // The peer sent STOP_SENDING. ngtcp2 0.12 does not tell its code here; the peer's
         // RESET_STREAM or the stream's close usually follows at once and carries it. Writers
-        // wait for that a little, then fail without it.
+        // wait for that up to 2 s (as raw QUIC streams do: 500 ms was too short on a busy
+        // machine), then fail without it.
         stream.writeShutByPeer = true
-        eventLoop.scheduleTask(in: .milliseconds(500)) { [weak stream] in
+        eventLoop.scheduleTask(in: .seconds(2)) { [weak stream] in
             stream?.failWriters(.streamReset(code: HTTP3ErrorCode.noError))
         }
     }

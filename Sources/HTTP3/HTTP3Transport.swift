@@ -112,8 +112,8 @@ public final class HTTP3Transport: HTTPRoundTripper {
                 try await HTTP3ClientConnection.connect(origin: origin, transport: self, load: load)
             }
             do {
-                return try await connection.send(request, body: body, options: options, reused: reused,
-                                                 connectTime: connectTime, started: started)
+                return try await connection.send(request, body: body, options: options, bodyReplayable: replayable,
+                                                 reused: reused, connectTime: connectTime, started: started)
             } catch let error as RequestNotSent {
                 // The connection went away (GOAWAY, close) before the request left: nothing was
                 // sent, the body was not touched, so any request can go on another connection.
@@ -154,6 +154,35 @@ public final class HTTP3Transport: HTTPRoundTripper {
         var result: [String: [Int]] = [:]
         for (origin, loads) in await pool.loads() { result["\(origin.connectHost):\(origin.connectPort)"] = loads }
         return result
+    }
+
+    /// Starts a TLS key update on the pooled connection to the request's origin (a test
+    /// switch: `h3 --key-update-after`).
+    /// - Throws: ``HTTPError/invalidRequest(_:)`` when there is no such connection or the
+    ///   update is not possible now (the previous one is not finished).
+    package func initiateKeyUpdate(for request: HTTPRequest) async throws {
+        guard let connection = await pool.existing(for: try Origin(request)) else {
+            throw HTTPError.invalidRequest("no connection to \(request.authority ?? "")")
+        }
+        let core = connection.core
+        do {
+            try await core.eventLoop.submit { () throws -> Void in try core.initiateKeyUpdate() }.get()
+        } catch {
+            throw HTTPError.invalidRequest("\(error)")
+        }
+    }
+
+    /// Moves the pooled connection to the request's origin to a new local port (connection
+    /// migration; a test switch: `h3 --migrate-after`).
+    package func migrate(for request: HTTPRequest) async throws {
+        guard let connection = await pool.existing(for: try Origin(request)) else {
+            throw HTTPError.invalidRequest("no connection to \(request.authority ?? "")")
+        }
+        do {
+            try await connection.core.migrateClient()
+        } catch {
+            throw HTTPError.invalidRequest("\(error)")
+        }
     }
 
     /// Counters of the transport's connections (for diagnostics and tests).
@@ -262,7 +291,9 @@ final class HTTP3ClientConnection: PooledConnection {
         var idleTimer: Scheduled<Void>?
     }
 
-    let info: HTTPConnectionInfo
+    private let infoBox: NIOLockedValueBox<HTTPConnectionInfo>
+    /// What responses report about the connection (refreshed when a 0-RTT handshake completes).
+    var info: HTTPConnectionInfo { infoBox.withLockedValue { $0 } }
 
     /// Requests this connection carries, as the pool counts them.
     let load: ConnectionLoad
@@ -273,8 +304,19 @@ final class HTTP3ClientConnection: PooledConnection {
         self.core = core
         self.session = session
         self.idleTimeout = idleTimeout
-        self.info = info
+        self.infoBox = NIOLockedValueBox(info)
         self.loopState = LoopState()
+    }
+
+    /// The connection's addresses and TLS facts as they are now (on the loop).
+    private static func makeInfo(_ core: ConnectionCore) -> HTTPConnectionInfo {
+        let certificate = core.peerCertificateSummary
+        return HTTPConnectionInfo(
+            transport: "QUIC v1", localAddress: core.localAddress.endpointText,
+            remoteAddress: core.remoteAddress.endpointText, tlsParameters: core.tlsParameters,
+            applicationProtocol: core.negotiatedApplicationProtocol, sessionResumed: core.tlsSessionResumed,
+            peerCertificateSubject: certificate?.subject, peerCertificateIssuer: certificate?.issuer,
+            peerCertificateNotAfter: certificate?.notAfter)
     }
 
     var isUsable: Bool { usable.withLockedValue { $0 } }
@@ -304,14 +346,7 @@ final class HTTP3ClientConnection: PooledConnection {
             throw HTTPError.invalidRequest("\(error)")
         }
         let (application, info) = try await core.eventLoop.submit { () -> (HTTP3Session?, HTTPConnectionInfo) in
-            let certificate = core.peerCertificateSummary
-            let info = HTTPConnectionInfo(
-                transport: "QUIC v1", localAddress: core.localAddress.endpointText,
-                remoteAddress: core.remoteAddress.endpointText, tlsParameters: core.tlsParameters,
-                applicationProtocol: core.negotiatedApplicationProtocol, sessionResumed: core.tlsSessionResumed,
-                peerCertificateSubject: certificate?.subject, peerCertificateIssuer: certificate?.issuer,
-                peerCertificateNotAfter: certificate?.notAfter)
-            return (core.application as? HTTP3Session, info)
+            (core.application as? HTTP3Session, makeInfo(core))
         }.get()
         guard let session = application else {
             throw HTTPError.connectionClosed("the connection closed during set-up")
@@ -321,14 +356,69 @@ final class HTTP3ClientConnection: PooledConnection {
         try await core.eventLoop.submit {
             session.onDrain = { [weak connection] in connection?.usable.withLockedValue { $0 = false } }
             if !session.acceptsRequests { connection.usable.withLockedValue { $0 = false } }
+            // Resumed with a 0-RTT key: the control streams go now, requests may follow early.
+            if core.isSendingEarlyData {
+                _ = session.startEarlyData()
+                // The TLS facts (resumed or not, cipher) are known once the handshake completes.
+                core.handshakeFuture.whenSuccess { [weak connection] in
+                    connection?.infoBox.withLockedValue { $0 = makeInfo(core) }
+                }
+            }
             connection.armIdleTimer()
         }.get()
         return connection
     }
 
-    /// Sends one request on this connection.
-    func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, reused: Bool,
+    /// Waits until the handshake is complete (at once when it is).
+    private func waitForHandshake() async throws {
+        let core = self.core
+        do {
+            try await core.eventLoop.flatSubmit { core.handshakeFuture }.get()
+        } catch let error as QUICError {
+            throw httpError(error)
+        }
+    }
+
+    /// Sends one request on this connection, in 0-RTT when the connection is still in early
+    /// data and ``EarlyDataPolicy`` allows it. A request whose early data the server refused
+    /// goes again after the handshake, as does one answered 425 (Too Early), once: the caller
+    /// sees only the final response.
+    func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, bodyReplayable: Bool, reused: Bool,
               connectTime: Duration, started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
+        var mayUseEarlyData = EarlyDataPolicy.mayUseEarlyData(method: request.method, allowEarlyData: options.allowEarlyData,
+                                                              bodyReplayable: bodyReplayable)
+        var retriedTooEarly = false
+        let session = self.session, loop = core.eventLoop
+        while true {
+            let response = try await sendOnce(request, body: body, mayUseEarlyData: mayUseEarlyData, reused: reused,
+                                              connectTime: connectTime, started: started)
+            guard let response else {
+                // Refused early data: nothing reached the server. Again, after the handshake.
+                try await waitForHandshake()
+                loop.execute { session.countRetry(tooEarly: false) }
+                mayUseEarlyData = false
+                continue
+            }
+            let sentEarly = response.metadata.earlyDataBytes > 0
+            if EarlyDataPolicy.shouldRetryTooEarly(status: response.head.status.code, sentEarly: sentEarly,
+                                                   alreadyRetried: retriedTooEarly) {
+                // 425 Too Early (RFC 8470, 5.2): drop this answer, send again once the handshake is done.
+                response.body.discard()
+                try await waitForHandshake()
+                loop.execute { session.countRetry(tooEarly: true) }
+                retriedTooEarly = true
+                mayUseEarlyData = false
+                continue
+            }
+            return response
+        }
+    }
+
+    /// One attempt at a request. Returns `nil` for the response when the request went in early
+    /// data that the server refused (it must be sent again).
+    private func sendOnce(_ request: HTTPRequest, body: HTTPBody?, mayUseEarlyData: Bool, reused: Bool,
+                          connectTime: Duration, started: ContinuousClock.Instant)
+        async throws -> HTTPClientResponse? {
         let session = self.session, loop = core.eventLoop
         let state = loopState
         // A stream within the server's MAX_STREAMS: at once, or when one frees up.
@@ -345,7 +435,10 @@ final class HTTP3ClientConnection: PooledConnection {
             let token = try await loop.submit { session.makeRequestToken() }.get()
             stream = try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RequestStream, any Error>) in
-                    loop.execute { session.startRequest(request, hasBody: hasBody, token: token, continuation: continuation) }
+                    loop.execute {
+                        session.startRequest(request, hasBody: hasBody, mayUseEarlyData: mayUseEarlyData, token: token,
+                                             continuation: continuation)
+                    }
                 }
             } onCancel: {
                 loop.execute { session.cancelPendingRequest(token: token) }
@@ -394,11 +487,12 @@ final class HTTP3ClientConnection: PooledConnection {
             try Task.checkCancellation()
         } catch {
             finished()
+            if try await loop.submit({ stream.earlyRejected }).get() { return nil }
             if error is CancellationError { writer.reset(code: HTTP3ErrorCode.requestCancelled) }
             throw error
         }
         timings.firstResponseByte = ContinuousClock.now - started
-        let fields = try await loop.submit { stream.head ?? [] }.get()
+        let (fields, earlyBytes) = try await loop.submit { (stream.head ?? [], stream.earlyBytes) }.get()
         let head: HTTPResponse
         do {
             head = try HTTP3Session.makeResponse(fields)
@@ -410,7 +504,7 @@ final class HTTP3ClientConnection: PooledConnection {
         let length: Int64? = request.method == .head ? 0 : head.headerFields[.contentLength].flatMap { Int64($0) }
         let source = TrackedBodySource(inner: HTTP3BodySource(stream: stream, session: session), onEnd: finished)
         let metadata = HTTPResponseMetadata(protocolVersion: .http3, remoteAddress: info.remoteAddress,
-                                            connectionReused: reused, earlyDataBytes: 0, timings: timings,
+                                            connectionReused: reused, earlyDataBytes: earlyBytes, timings: timings,
                                             connection: info)
         return HTTPClientResponse(head: head, body: HTTPBody(source: source, length: length), metadata: metadata)
     }

@@ -41,6 +41,15 @@ final class RequestStream: @unchecked Sendable {
     var headSent = false
     var closed = false
 
+    // MARK: Early data (0-RTT)
+    /// Server: the request head arrived in 0-RTT, before the handshake completed.
+    var arrivedEarly = false
+    /// Client: bytes of this stream (HEADERS and DATA frames) that went in 0-RTT packets.
+    var earlyBytes = 0
+    /// Client: the server refused the early data this stream went in; nothing of it arrived,
+    /// and the request is to be sent again after the handshake.
+    var earlyRejected = false
+
     init(id: Int64) {
         self.id = id
     }

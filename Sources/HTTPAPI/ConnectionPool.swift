@@ -102,6 +102,12 @@ package actor ConnectionPool<Key: Hashable & Sendable, Connection: PooledConnect
         entries.values.flatMap { $0.compactMap(\.connection) }
     }
 
+    /// An open, usable connection to `key` (the least loaded), without counting a request.
+    package func existing(for key: Key) -> Connection? {
+        (entries[key] ?? []).filter { $0.connection != nil && !$0.isDead }
+            .min(by: { $0.load.value < $1.load.value })?.connection
+    }
+
     /// The usable open connections per key, with their loads.
     package func loads() -> [Key: [Int]] {
         var result: [Key: [Int]] = [:]

@@ -42,6 +42,40 @@ struct RetryTokenCodec: Sendable {
     }
 }
 
+/// Makes and checks the address-validation tokens a server hands out in NEW_TOKEN frames
+/// (RFC 9000, section 8.1.3): authenticated with the server's secret, bound to the client's
+/// address, and expiring. A client that presents a valid one in its Initial has proven its
+/// address, so a server that validates addresses lets it in without a Retry.
+///
+/// A pure value: no I/O, time is passed in (ngtcp2 nanoseconds).
+struct NewTokenCodec: Sendable {
+    let secret: [UInt8]
+    let lifetime: Duration
+
+    /// A token for the client at `remote`.
+    func makeToken(remote: SocketAddress, now: UInt64) -> [UInt8]? {
+        var token = [UInt8](repeating: 0, count: swift_ngtcp2_crypto_max_regular_tokenlen())
+        let length = remote.withSockAddr { addr, addrLength in
+            token.withUnsafeMutableBufferPointer { out in
+                ngtcp2_crypto_generate_regular_token(out.baseAddress, secret, secret.count, addr, ngtcp2_socklen(addrLength), now)
+            }
+        }
+        guard length > 0 else { return nil }
+        return Array(token.prefix(Int(length)))
+    }
+
+    /// Whether `token` (from a client's Initial sent from `remote`) is one of ours, unaltered,
+    /// for this address, and not expired.
+    func validate(_ token: [UInt8], remote: SocketAddress, now: UInt64) -> Bool {
+        guard token.first == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR) else { return false }
+        let rv = remote.withSockAddr { addr, addrLength in
+            ngtcp2_crypto_verify_regular_token(token, token.count, secret, secret.count, addr, ngtcp2_socklen(addrLength),
+                                               lifetime.nanoseconds, now)
+        }
+        return rv == 0
+    }
+}
+
 /// Derives stateless reset tokens from a static key (RFC 9000, section 10.3.2), so that a
 /// server that lost a connection's state can still end it.
 struct StatelessResetKey: Sendable {

@@ -23,6 +23,26 @@ protocol ConnectionHost: AnyObject {
     func connectionEstablished(_ connection: ConnectionCore)
     /// The connection is finished and its resources can go.
     func connectionDidFinish(_ connection: ConnectionCore)
+    /// Whether some packets may leave through another socket than ``socket`` (a server's
+    /// preferred address, a client validating a path to one); each written packet is then
+    /// checked with ``leavesThroughPrimarySocket(local:remote:)``.
+    var hasAlternatePaths: Bool { get }
+    /// Whether a packet with these addresses leaves through ``socket``; the others go through
+    /// ``send(_:from:)``, which picks their socket.
+    func leavesThroughPrimarySocket(local: SocketAddress?, remote: SocketAddress) -> Bool
+    /// Client: opens a socket towards the server's preferred address and returns its local
+    /// address (`nil`: the preferred address is not used).
+    func openPreferredPath(to remote: SocketAddress, for connection: ConnectionCore) -> SocketAddress?
+    /// Client: validation of the path to the preferred address ended; on success the
+    /// connection now uses it.
+    func preferredPathValidated(_ success: Bool, for connection: ConnectionCore)
+}
+
+extension ConnectionHost {
+    var hasAlternatePaths: Bool { false }
+    func leavesThroughPrimarySocket(local: SocketAddress?, remote: SocketAddress) -> Bool { true }
+    func openPreferredPath(to remote: SocketAddress, for connection: ConnectionCore) -> SocketAddress? { nil }
+    func preferredPathValidated(_ success: Bool, for connection: ConnectionCore) {}
 }
 
 /// One QUIC connection: owns the `ngtcp2_conn` and its GnuTLS session.
@@ -99,6 +119,9 @@ package final class ConnectionCore: @unchecked Sendable {
     /// The destination of the last packet written, kept so that a `SocketAddress` is built
     /// only when the path changes.
     private var lastWriteRemote: (raw: sockaddr_storage, length: Int, address: SocketAddress)?
+    /// Server with a preferred address: each written packet says which local address it
+    /// leaves from (the host has two sockets).
+    private var reportsLocalAddress = false
 
     // MARK: - Creation
 
@@ -106,6 +129,7 @@ package final class ConnectionCore: @unchecked Sendable {
     init(clientWith configuration: QUICConfiguration, credentials: TLSCredentials, serverName: String?,
          path: PathStorage, eventLoop: any EventLoop, host: any ConnectionHost, logger: Logger,
          initialToken: [UInt8]? = nil, sessionCacheKey: String? = nil) throws(QUICError) {
+        var initialToken = initialToken
         self.eventLoop = eventLoop
         self.isServer = false
         self.configuration = configuration
@@ -120,6 +144,11 @@ package final class ConnectionCore: @unchecked Sendable {
             self.sessionCacheKey = sessionCacheKey
             let ticket = sessionCacheKey.flatMap { configuration.sessionCache?.ticket(for: $0) }
             self.offeredTicket = ticket
+            // A NEW_TOKEN token from an earlier connection proves our address (no Retry). Used once.
+            if initialToken == nil, let key = sessionCacheKey,
+               let token = configuration.sessionCache?.takeAddressToken(for: key) {
+                initialToken = token
+            }
             self.tls = try TLSSession(credentials: credentials, isServer: false, serverName: serverName, connRef: connRef,
                                       resumption: ticket?.tlsSession, earlyData: configuration.enableEarlyData)
         } catch {
@@ -174,7 +203,7 @@ package final class ConnectionCore: @unchecked Sendable {
     init(serverWith configuration: QUICConfiguration, credentials: TLSCredentials,
          header: UnsafePointer<ngtcp2_pkt_hd>, token: [UInt8], originalDestinationID: ConnectionID,
          retrySourceID: ConnectionID?, path: PathStorage, eventLoop: any EventLoop,
-         host: any ConnectionHost, logger: Logger) throws(QUICError) {
+         host: any ConnectionHost, logger: Logger, preferredAddress: SocketAddress? = nil) throws(QUICError) {
         self.eventLoop = eventLoop
         self.isServer = true
         self.configuration = configuration
@@ -207,6 +236,15 @@ package final class ConnectionCore: @unchecked Sendable {
         withUnsafeMutableBytes(of: &params.stateless_reset_token) { raw in
             raw.copyBytes(from: resetToken.prefix(raw.count))
         }
+        var preferredID: ConnectionID?
+        if let preferredAddress {
+            // RFC 9000, 9.6: an address the client moves to after the handshake, reached with
+            // a connection ID (sequence number 1) and reset token of its own.
+            let id = ConnectionID.random()
+            Self.setPreferredAddress(&params, address: preferredAddress, id: id, resetToken: host.statelessResetToken(for: id))
+            preferredID = id
+            reportsLocalAddress = true
+        }
         var clientSCID = header.pointee.scid
         var scidC = scid.cid
         var conn: OpaquePointer?
@@ -226,6 +264,10 @@ package final class ConnectionCore: @unchecked Sendable {
         applyKeepAlive()
         activeConnectionIDs.insert(scid)
         host.register(scid, for: self)
+        if let preferredID {
+            activeConnectionIDs.insert(preferredID)
+            host.register(preferredID, for: self)
+        }
         if let current = initialDestinationID {
             host.register(current, for: self)
         }
@@ -338,13 +380,19 @@ package final class ConnectionCore: @unchecked Sendable {
     }
 
     /// Future that completes when the handshake is done (or fails with why it did not).
-    var handshakeFuture: EventLoopFuture<Void> {
+    package var handshakeFuture: EventLoopFuture<Void> {
         handshakePromise?.futureResult ?? (state == .established ? eventLoop.makeSucceededVoidFuture()
                                            : eventLoop.makeFailedFuture(closeError ?? QUICError.connectionClosed))
     }
 
     /// Whether the connection can still carry data.
     package var isOpen: Bool { state == .handshaking || state == .established }
+
+    /// Client: stream data written now goes in 0-RTT packets (a 0-RTT key is installed, the
+    /// handshake has not completed, and the server has not refused early data).
+    package var isSendingEarlyData: Bool {
+        !isServer && state == .handshaking && earlyDataKeyInstalled && !earlyDataRejected
+    }
 
     /// Closes the connection with an application error code (0 = no error) and reason.
     package func close(applicationError code: UInt64, reason: String) {
@@ -446,8 +494,9 @@ package final class ConnectionCore: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// Feeds one received datagram to ngtcp2.
-    func receive(_ datagram: InboundDatagram) {
+    /// Feeds one received datagram to ngtcp2. `local` is the address it arrived on, when the
+    /// host has more than one socket.
+    func receive(_ datagram: InboundDatagram, local: SocketAddress? = nil) {
         eventLoop.preconditionInEventLoop()
         switch state {
         case .closing:
@@ -464,6 +513,7 @@ package final class ConnectionCore: @unchecked Sendable {
         }
         guard let conn else { return }
         pathStorage.setRemote(datagram.remoteAddress)
+        if let local { pathStorage.setLocal(local) }
         var info = ngtcp2_pkt_info()
         info.ecn = UInt32(Self.ecnCodepoint(datagram.ecn))
         let rv = datagram.buffer.withUnsafeReadableBytes { raw in
@@ -590,7 +640,12 @@ package final class ConnectionCore: @unchecked Sendable {
     /// GSO messages. Then `ngtcp2_conn_update_pkt_tx_time` sets the next transmission time, and
     /// the timer (whose expiry includes it) starts the next burst.
     func writePackets() {
-        guard isOpen, let conn, let socket = host?.socket else { return }
+        guard isOpen, let conn, let host else { return }
+        let socket = host.socket
+        // A server with a preferred address, or a client validating a path to one, has a second
+        // socket: a packet of the other path is taken out of the batch and sent through the host.
+        let routed = host.hasAlternatePaths
+        var diverted = 0
         let payload = configuration.maxUDPPayloadSize
         let quantum = Int(clamping: ngtcp2_conn_get_send_quantum(conn))
         let packetLimit = min(max(quantum / max(payload, 1), 1), Self.batchLimit)
@@ -598,7 +653,7 @@ package final class ConnectionCore: @unchecked Sendable {
         let ts = Self.now()
 
         let written = socket.sendBatch(minimumCapacity: payload * packetLimit) { buffer, batch in
-            packetLoop: while batch.packetCount < packetLimit {
+            packetLoop: while batch.packetCount + diverted < packetLimit {
                 var packetLength = 0
                 var ecn: UInt8 = 0
                 buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: payload) { raw in
@@ -658,7 +713,21 @@ package final class ConnectionCore: @unchecked Sendable {
                 if failure != nil || packetLength == 0 { break packetLoop }
                 // Destination per packet: while a new path is validated, ngtcp2 writes
                 // PATH_CHALLENGE to one address and other packets to another in the same burst.
-                batch.append(length: packetLength, destination: packetRemote(), ecn: ecn)
+                let remote = packetRemote()
+                if routed {
+                    let local = reportsLocalAddress ? packetLocal() : nil
+                    if !host.leavesThroughPrimarySocket(local: local, remote: remote) {
+                        let start = buffer.writerIndex - packetLength
+                        if let packet = buffer.getSlice(at: start, length: packetLength) {
+                            host.send([OutboundDatagram(buffer: packet, remoteAddress: remote, ecn: UDPSocket.ecnState(ecn),
+                                                        localAddress: local)], from: self)
+                        }
+                        buffer.moveWriterIndex(to: start)
+                        diverted += 1
+                        continue
+                    }
+                }
+                batch.append(length: packetLength, destination: remote, ecn: ecn)
             }
             if batch.packetCount > 0 {
                 logger.trace("write packets", metadata: ["count": "\(batch.packetCount)",
@@ -669,7 +738,7 @@ package final class ConnectionCore: @unchecked Sendable {
             close(liberr: liberr, error: error)
             return
         }
-        if written > 0 {
+        if written + diverted > 0 {
             ngtcp2_conn_update_pkt_tx_time(conn, ts)
         }
         armTimer()
@@ -694,6 +763,12 @@ package final class ConnectionCore: @unchecked Sendable {
         }
         lastWriteRemote = (raw, length, address)
         return address
+    }
+
+    /// The local address of the packet just written.
+    private func packetLocal() -> SocketAddress? {
+        let local = writePath.pointee.path.local
+        return PathStorage.socketAddress(local.addr, length: Int(local.addrlen))
     }
 
     private func currentWriteRemote() -> SocketAddress {
@@ -909,6 +984,21 @@ extension ConnectionCore {
             if level == NGTCP2_CRYPTO_LEVEL_EARLY { core(userData)?.earlyDataKeyInstalled = true }
             return 0
         }
+        cb.select_preferred_addr = { _, dest, preferred, userData in
+            guard let core = core(userData), let dest, let preferred else { return 0 }
+            core.selectPreferredAddress(dest: dest, preferred: preferred)
+            return 0
+        }
+        cb.path_validation = { _, flags, _, result, userData in
+            guard flags & UInt32(NGTCP2_PATH_VALIDATION_FLAG_PREFERRED_ADDR) != 0, let core = core(userData) else { return 0 }
+            core.host?.preferredPathValidated(result == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS, for: core)
+            return 0
+        }
+        cb.recv_new_token = { _, token, userData in
+            guard let token, let base = token.pointee.base else { return 0 }
+            core(userData)?.addressTokenReceived(Array(UnsafeBufferPointer(start: base, count: token.pointee.len)))
+            return 0
+        }
         cb.handshake_confirmed = { _, userData in
             core(userData)?.handshakeConfirmed = true
             return 0
@@ -929,6 +1019,9 @@ extension ConnectionCore {
         cb.recv_stream_data = { _, flags, streamID, _, data, length, userData, _ in
             guard let core = core(userData) else { return 0 }
             let fin = flags & UInt32(NGTCP2_STREAM_DATA_FLAG_FIN) != 0
+            if flags & UInt32(NGTCP2_STREAM_DATA_FLAG_EARLY) != 0 {
+                core.application?.receivedEarlyData(streamID: streamID)
+            }
             return core.report { () throws(QUICError) in
                 try core.application?.received(streamID: streamID, data: UnsafeRawBufferPointer(start: data, count: length),
                                                fin: fin)
@@ -1005,6 +1098,67 @@ extension ConnectionCore {
         cache.store(QUICSessionTicket(tlsSession: session, transportParameters: Array(encoded.prefix(Int(length))),
                                       received: Int(time(nil))), for: key)
         logger.debug("session ticket saved", metadata: ["server": "\(key)"])
+    }
+
+    /// Writes a preferred address transport parameter.
+    private static func setPreferredAddress(_ params: inout ngtcp2_transport_params, address: SocketAddress,
+                                            id: ConnectionID, resetToken: [UInt8]) {
+        params.preferred_address_present = 1
+        params.preferred_address.cid = id.cid
+        withUnsafeMutableBytes(of: &params.preferred_address.stateless_reset_token) { raw in
+            raw.copyBytes(from: resetToken.prefix(raw.count))
+        }
+        address.withSockAddr { addr, length in
+            if Int32(addr.pointee.sa_family) == AF_INET6 {
+                addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { params.preferred_address.ipv6 = $0.pointee }
+                params.preferred_address.ipv6_present = 1
+            } else if length >= MemoryLayout<sockaddr_in>.size {
+                addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { params.preferred_address.ipv4 = $0.pointee }
+                params.preferred_address.ipv4_present = 1
+            }
+        }
+    }
+
+    /// Client: ngtcp2 offers the server's preferred address (at handshake confirmation). With
+    /// ``QUICConfiguration/followPreferredAddress`` on, a socket towards it is opened and the
+    /// new path filled in; ngtcp2 then validates it and moves there.
+    fileprivate func selectPreferredAddress(dest: UnsafeMutablePointer<ngtcp2_path>, preferred: UnsafePointer<ngtcp2_preferred_addr>) {
+        guard !isServer, configuration.followPreferredAddress, let host else { return }
+        var candidate: SocketAddress?
+        let wantsIPv6 = pathStorage.remoteAddress.protocol == .inet6
+        if wantsIPv6, preferred.pointee.ipv6_present != 0 {
+            candidate = SocketAddress(preferred.pointee.ipv6)
+        } else if !wantsIPv6, preferred.pointee.ipv4_present != 0 {
+            candidate = SocketAddress(preferred.pointee.ipv4)
+        }
+        guard let remote = candidate, let local = host.openPreferredPath(to: remote, for: self) else { return }
+        guard let localAddr = dest.pointee.local.addr, let remoteAddr = dest.pointee.remote.addr else { return }
+        // Both point at sockaddr_storage-sized buffers (ngtcp2's documentation).
+        dest.pointee.local.addrlen = local.withSockAddr { addr, length in
+            memcpy(UnsafeMutableRawPointer(localAddr), addr, length)
+            return ngtcp2_socklen(length)
+        }
+        dest.pointee.remote.addrlen = remote.withSockAddr { addr, length in
+            memcpy(UnsafeMutableRawPointer(remoteAddr), addr, length)
+            return ngtcp2_socklen(length)
+        }
+        logger.debug("moving to the server's preferred address", metadata: ["address": "\(remote)"])
+    }
+
+    /// Server: queues an address-validation token for the client (a NEW_TOKEN frame).
+    func submitAddressToken(_ token: [UInt8]) -> Bool {
+        guard isServer, let conn, !token.isEmpty else { return false }
+        let rv = token.withUnsafeBufferPointer { ngtcp2_conn_submit_new_token(conn, $0.baseAddress, $0.count) }
+        guard rv == 0 else { return false }
+        scheduleWrite()
+        return true
+    }
+
+    /// Client: the server sent a NEW_TOKEN token; it is kept for the next connection.
+    fileprivate func addressTokenReceived(_ token: [UInt8]) {
+        guard !isServer, !token.isEmpty, let cache = configuration.sessionCache, let key = sessionCacheKey else { return }
+        cache.storeAddressToken(token, for: key)
+        logger.debug("address validation token saved", metadata: ["server": "\(key)"])
     }
 
     /// Starts a key update (RFC 9001, section 6): the next packets use the next key phase.

@@ -61,9 +61,13 @@ package protocol QUICApplicationProtocol: AnyObject {
     /// The server refused the 0-RTT data (client): ngtcp2 has discarded every stream opened
     /// so far; the application must send again what it wants delivered.
     func earlyDataRejected()
+    /// Server: the stream data about to be delivered (``received(streamID:data:fin:)``) came,
+    /// at least in part, in 0-RTT packets before the handshake completed: it may be a replay.
+    func receivedEarlyData(streamID: Int64)
 }
 
 extension QUICApplicationProtocol {
     package func peerStreamLimitRaised(bidirectional: Bool, maxStreams: UInt64) {}
     package func earlyDataRejected() {}
+    package func receivedEarlyData(streamID: Int64) {}
 }

@@ -84,13 +84,85 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     private(set) var socket: UDPSocket
     /// Strong: the host keeps the connection alive until it finishes.
     var connection: ConnectionCore?
+    /// The path to the server's preferred address while it is validated: its remote and
+    /// local address, its socket once the event loop has adopted it, and what ngtcp2 wrote
+    /// to it before that (a few PATH_CHALLENGE packets; bounded).
+    private var preferred: (remote: SocketAddress, local: SocketAddress, socket: UDPSocket?, waiting: [OutboundDatagram])?
 
     init(socket: UDPSocket) {
         self.socket = socket
     }
 
     func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore) {
-        socket.send(datagrams)
+        guard var preferred else {
+            socket.send(datagrams)
+            return
+        }
+        // During preferred-address validation packets go to two servers' addresses.
+        let toPreferred = datagrams.filter { $0.remoteAddress == preferred.remote }
+        if toPreferred.count < datagrams.count {
+            socket.send(datagrams.filter { $0.remoteAddress != preferred.remote })
+        }
+        guard !toPreferred.isEmpty else { return }
+        if let alternate = preferred.socket {
+            alternate.send(toPreferred)
+        } else if preferred.waiting.count < 16 {
+            preferred.waiting.append(contentsOf: toPreferred.prefix(16 - preferred.waiting.count))
+            self.preferred = preferred
+        }
+    }
+
+    func openPreferredPath(to remote: SocketAddress, for connection: ConnectionCore) -> SocketAddress? {
+        guard preferred == nil else { return nil }
+        let opened: (descriptor: CInt, local: SocketAddress)
+        do {
+            opened = try UDPSocket.openConnectedDescriptor(to: remote)
+        } catch {
+            connection.logger.debug("cannot open a socket to the preferred address", metadata: ["error": "\(error)"])
+            return nil
+        }
+        preferred = (remote, opened.local, nil, [])
+        UDPSocket.adopt(descriptor: opened.descriptor, on: socket.eventLoop).whenComplete { [self] result in
+            switch result {
+            case .success(let adopted):
+                guard var pending = preferred, pending.remote == remote, self.connection != nil else {
+                    adopted.close()
+                    return
+                }
+                adopted.setDelegate(self)
+                pending.socket = adopted
+                let waiting = pending.waiting
+                pending.waiting = []
+                preferred = pending
+                if !waiting.isEmpty { adopted.send(waiting) }
+            case .failure(let error):
+                // (The descriptor is NIO's from the adoption on; it is not closed here twice.)
+                connection.logger.debug("cannot use the preferred address socket", metadata: ["error": "\(error)"])
+                if preferred?.remote == remote { preferred = nil }
+            }
+        }
+        return opened.local
+    }
+
+    var hasAlternatePaths: Bool { preferred != nil }
+
+    func leavesThroughPrimarySocket(local: SocketAddress?, remote: SocketAddress) -> Bool {
+        preferred?.remote != remote
+    }
+
+    func preferredPathValidated(_ success: Bool, for connection: ConnectionCore) {
+        guard let pending = preferred else { return }
+        preferred = nil
+        guard success, let adopted = pending.socket else {
+            pending.socket?.setDelegate(nil)
+            pending.socket?.close()
+            return
+        }
+        // The connection now lives on the preferred address: that socket becomes the one.
+        let old = socket
+        socket = adopted
+        old.setDelegate(nil)
+        old.close()
     }
 
     func register(_ id: ConnectionID, for connection: ConnectionCore) {}
@@ -105,13 +177,22 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     func connectionDidFinish(_ connection: ConnectionCore) {
         socket.setDelegate(nil)
         socket.close()
+        if let alternate = preferred?.socket {
+            alternate.setDelegate(nil)
+            alternate.close()
+        }
+        preferred = nil
         // Break the cycle host -> connection -> host (weak) after the current call returns.
         socket.eventLoop.execute { self.connection = nil }
     }
 
     func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
-        guard socket === self.socket else { return }
-        connection?.receive(datagram)
+        if socket === self.socket {
+            // The path's local address is this socket's (again, after packets on the preferred path).
+            connection?.receive(datagram, local: preferred == nil ? nil : socket.localAddress)
+        } else if let pending = preferred, socket === pending.socket {
+            connection?.receive(datagram, local: pending.local)
+        }
     }
 
     func socket(_ socket: UDPSocket, didReceiveError error: any Error) {
@@ -124,6 +205,17 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     func socketDidClose(_ socket: UDPSocket) {
         guard socket === self.socket else { return }
         connection?.fail(with: .connectionClosed)
+    }
+}
+
+extension ConnectionCore {
+    /// Moves a client connection to a new local socket (see ``QUICConnection/migrate(localHost:localPort:)``);
+    /// for protocols that run on the core directly, such as HTTP/3.
+    package func migrateClient(localHost: String? = nil, localPort: Int = 0) async throws {
+        guard !isServer, let host = host as? ClientHost else {
+            throw QUICError.invalidArgument("only a client connection can migrate")
+        }
+        try await host.migrate(localHost: localHost, localPort: localPort)
     }
 }
 

@@ -45,6 +45,9 @@ public struct QUICConfiguration: Sendable, Hashable {
     /// If the server refuses it, streams opened early fail with
     /// ``QUICError/earlyDataRejected`` and must be sent again.
     public var enableEarlyData: Bool
+    /// Client: when the server advertises a preferred address (RFC 9000, section 9.6), move
+    /// the connection there once the handshake is confirmed. Off: stay on the address dialled.
+    public var followPreferredAddress: Bool
 
     /// Creates settings with defaults suited to most uses.
     public init(tls: QUICTLSConfiguration,
@@ -78,6 +81,7 @@ public struct QUICConfiguration: Sendable, Hashable {
         self.qlogDirectory = nil
         self.sessionCache = nil
         self.enableEarlyData = false
+        self.followPreferredAddress = true
     }
 
     func validate() throws(QUICError) {

@@ -56,14 +56,31 @@ public final class QUICListener: Sendable {
                                      onEstablished: @escaping @Sendable (ConnectionCore) -> Void) async throws -> ServerEndpoint {
         let eventLoop = eventLoopGroup.next()
         let socket = try await UDPSocket.bind(host: host, port: port, options: socketOptions, on: eventLoop)
+        var preferredSocket: UDPSocket?
+        if let preferred = configuration.preferredAddress {
+            do {
+                guard (1...65535).contains(preferred.port), (1...65535).contains(preferred.bindPort ?? preferred.port) else {
+                    throw QUICError.invalidArgument("the preferred address needs a port (1-65535)")
+                }
+                preferredSocket = try await UDPSocket.bind(host: preferred.bindHost ?? preferred.host,
+                                                           port: preferred.bindPort ?? preferred.port,
+                                                           options: socketOptions, on: eventLoop)
+            } catch {
+                try? await socket.channel.close().get()
+                throw error
+            }
+        }
+        let secondSocket = preferredSocket
         return try await eventLoop.submit { () throws -> ServerEndpoint in
             do {
-                let endpoint = try ServerEndpoint(socket: socket, configuration: configuration, logger: logger,
-                                                  makeApplication: makeApplication, onEstablished: onEstablished)
+                let endpoint = try ServerEndpoint(socket: socket, preferredSocket: secondSocket, configuration: configuration,
+                                                  logger: logger, makeApplication: makeApplication, onEstablished: onEstablished)
                 socket.setDelegate(endpoint)
+                secondSocket?.setDelegate(endpoint)
                 return endpoint
             } catch {
                 socket.close()
+                secondSocket?.close()
                 throw error
             }
         }.get()

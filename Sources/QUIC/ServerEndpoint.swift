@@ -19,16 +19,52 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     /// across restarts so that clients of a restarted server get a stateless reset at once.
     /// `nil` draws a random key.
     public var statelessResetKey: [UInt8]?
+    /// Send each client an address-validation token (a NEW_TOKEN frame) once its handshake
+    /// completes. A client that presents it on a later connection has proven its address, so
+    /// it skips the Retry of ``requireAddressValidation`` and the anti-amplification limit.
+    public var issueAddressValidationTokens: Bool
+    /// How long a NEW_TOKEN token is accepted after it was issued.
+    public var addressValidationTokenLifetime: Duration
+    /// An address the server asks clients to move to once the handshake is confirmed (the
+    /// preferred_address transport parameter, RFC 9000 section 9.6). The server binds a
+    /// second socket there; clients that follow it (``QUICConfiguration/followPreferredAddress``)
+    /// validate the new path and continue on it. `nil`: none.
+    public var preferredAddress: PreferredAddress?
+
+    /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
+    public struct PreferredAddress: Sendable, Hashable {
+        /// The IP address advertised to clients (not a host name).
+        public var host: String
+        /// The UDP port advertised to clients (not 0).
+        public var port: Int
+        /// Where the second socket is bound, when that differs from the advertised address
+        /// (a server behind a NAT or a relay); `nil`: at ``host``:``port``.
+        public var bindHost: String?
+        /// The port bound with ``bindHost``; `nil`: ``port``.
+        public var bindPort: Int?
+
+        /// Creates a preferred address.
+        public init(host: String, port: Int, bindHost: String? = nil, bindPort: Int? = nil) {
+            self.host = host
+            self.port = port
+            self.bindHost = bindHost
+            self.bindPort = bindPort
+        }
+    }
 
     /// Creates server settings with defaults.
     public init(quic: QUICConfiguration, requireAddressValidation: Bool = false,
                 retryTokenLifetime: Duration = .seconds(10), maxConnections: Int = 10_000,
-                statelessResetKey: [UInt8]? = nil) {
+                statelessResetKey: [UInt8]? = nil, issueAddressValidationTokens: Bool = true,
+                addressValidationTokenLifetime: Duration = .seconds(86_400)) {
         self.quic = quic
         self.requireAddressValidation = requireAddressValidation
         self.retryTokenLifetime = retryTokenLifetime
         self.maxConnections = maxConnections
         self.statelessResetKey = statelessResetKey
+        self.issueAddressValidationTokens = issueAddressValidationTokens
+        self.addressValidationTokenLifetime = addressValidationTokenLifetime
+        self.preferredAddress = nil
     }
 }
 
@@ -38,6 +74,9 @@ package struct EndpointStatistics: Sendable {
     package var statelessResetsSent = 0
     package var retriesSent = 0
     package var invalidTokens = 0
+    /// NEW_TOKEN tokens sent to clients, and Initials that came back with a valid one.
+    package var addressTokensIssued = 0
+    package var addressTokensAccepted = 0
     package var refusedConnections = 0
     package var droppedDatagrams = 0
     package var connectionsAccepted = 0
@@ -52,11 +91,18 @@ package struct EndpointStatistics: Sendable {
 /// Confined to the socket's event loop.
 package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     package let socket: UDPSocket
+    /// The socket on the preferred address, if one is configured, and its address.
+    let preferredSocket: UDPSocket?
+    private let preferredLocal: SocketAddress?
+    /// The preferred address as advertised (the bound one unless configured otherwise).
+    private let preferredAdvertised: SocketAddress?
+    private let primaryLocal: SocketAddress?
     let configuration: QUICServerConfiguration
     let credentials: TLSCredentials
     let logger: Logger
     private let resetKey: StatelessResetKey
     private let retryTokens: RetryTokenCodec
+    private let newTokens: NewTokenCodec
     private var routes: [ConnectionID: ConnectionCore] = [:]
     private var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
@@ -68,7 +114,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     /// Connections being closed; the socket closes when this reaches zero.
     private var allClosedWaiter: EventLoopPromise<Void>?
 
-    init(socket: UDPSocket, configuration: QUICServerConfiguration, logger: Logger,
+    init(socket: UDPSocket, preferredSocket: UDPSocket? = nil, configuration: QUICServerConfiguration, logger: Logger,
          makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
          onEstablished: @escaping (ConnectionCore) -> Void) throws(QUICError) {
         try configuration.quic.validate()
@@ -76,6 +122,18 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         let key = configuration.statelessResetKey ?? secureRandomBytes(32)
         if key.count < 32 { throw .invalidArgument("the stateless reset key must be at least 32 bytes") }
         self.socket = socket
+        self.preferredSocket = preferredSocket
+        self.preferredLocal = preferredSocket?.localAddress
+        if preferredSocket != nil, let preferred = configuration.preferredAddress {
+            do {
+                self.preferredAdvertised = try SocketAddress(ipAddress: preferred.host, port: preferred.port)
+            } catch {
+                throw .invalidArgument("the preferred address must be an IP address: \(preferred.host)")
+            }
+        } else {
+            self.preferredAdvertised = nil
+        }
+        self.primaryLocal = socket.localAddress
         self.configuration = configuration
         self.credentials = try TLSCredentials(configuration: configuration.quic.tls, isServer: true)
         self.logger = logger
@@ -83,6 +141,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         // A separate key for tokens, derived so that one configured key serves both.
         self.retryTokens = RetryTokenCodec(secret: Array(key.reversed().prefix(32)),
                                            lifetime: configuration.retryTokenLifetime)
+        self.newTokens = NewTokenCodec(secret: Array(key.reversed().prefix(32)),
+                                       lifetime: configuration.addressValidationTokenLifetime)
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
@@ -123,7 +183,13 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             return
         }
         if let connection = routes[destination] {
-            connection.receive(datagram)
+            // With a preferred address, the path's local address tells ngtcp2 which socket.
+            connection.receive(datagram, local: preferredSocket == nil ? nil : (socket === preferredSocket ? preferredLocal : primaryLocal))
+            return
+        }
+        if socket === preferredSocket {
+            // New connections start on the main address.
+            statistics.droppedDatagrams += 1
             return
         }
         let isLongHeader = datagram.buffer.getInteger(at: datagram.buffer.readerIndex, as: UInt8.self).map { $0 & 0x80 != 0 } ?? false
@@ -141,6 +207,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     package func socketDidClose(_ socket: UDPSocket) {
+        guard socket === self.socket else { return }
+        preferredSocket?.close()
         for connection in connections.values { connection.abandon() }
         closedPromise.succeed(())
     }
@@ -171,8 +239,14 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         let clientDestination = ConnectionID(header.dcid)
         var originalDestination = clientDestination
         var retrySource: ConnectionID?
+        var validatedToken: [UInt8] = []
         let now = ConnectionCore.now()
-        if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+        if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR)
+            && newTokens.validate(token, remote: datagram.remoteAddress, now: now) {
+            // A NEW_TOKEN token from an earlier connection: the address is proven, no Retry.
+            statistics.addressTokensAccepted += 1
+            validatedToken = token
+        } else if !token.isEmpty && token[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
             guard let original = retryTokens.validate(token, remote: datagram.remoteAddress, destinationID: clientDestination,
                                                       version: header.version, now: now) else {
                 statistics.invalidTokens += 1
@@ -181,7 +255,11 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             }
             originalDestination = original
             retrySource = clientDestination
+            validatedToken = token
         } else if configuration.requireAddressValidation {
+            // No token, or a NEW_TOKEN token that is stale or not ours: RFC 9000, 8.1.3 says
+            // treat it as no token (a Retry), not as an error.
+            if !token.isEmpty { statistics.invalidTokens += 1 }
             sendRetry(to: header, datagram: datagram, now: now)
             return
         }
@@ -191,9 +269,10 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         do {
             connection = try withUnsafePointer(to: &header) { headerPointer throws(QUICError) in
                 try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
-                                   token: retrySource != nil ? token : [],  // only a validated token
+                                   token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
-                                   path: path, eventLoop: eventLoop, host: self, logger: logger)
+                                   path: path, eventLoop: eventLoop, host: self, logger: logger,
+                                   preferredAddress: preferredAdvertised)
             }
         } catch {
             logger.warning("could not create a connection", metadata: ["error": "\(error)"])
@@ -289,8 +368,24 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
 
     // MARK: ConnectionHost
 
+    var hasAlternatePaths: Bool { preferredSocket != nil }
+
+    func leavesThroughPrimarySocket(local: SocketAddress?, remote: SocketAddress) -> Bool {
+        local == nil || local != preferredLocal
+    }
+
     func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore) {
-        socket.send(datagrams)
+        guard let preferredSocket, let preferredLocal else {
+            socket.send(datagrams)
+            return
+        }
+        // Each packet leaves from the socket of its path's local address.
+        if datagrams.allSatisfy({ $0.localAddress != preferredLocal }) {
+            socket.send(datagrams)
+        } else {
+            socket.send(datagrams.filter { $0.localAddress != preferredLocal })
+            preferredSocket.send(datagrams.filter { $0.localAddress == preferredLocal })
+        }
     }
 
     func register(_ id: ConnectionID, for connection: ConnectionCore) {
@@ -306,6 +401,11 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     func connectionEstablished(_ connection: ConnectionCore) {
+        if configuration.issueAddressValidationTokens,
+           let token = newTokens.makeToken(remote: connection.remoteAddress, now: ConnectionCore.now()),
+           connection.submitAddressToken(token) {
+            statistics.addressTokensIssued += 1
+        }
         onEstablished(connection)
     }
 
@@ -325,6 +425,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         closing = true
         if connections.isEmpty {
             socket.close()
+            preferredSocket?.close()
             return
         }
         for connection in Array(connections.values) {

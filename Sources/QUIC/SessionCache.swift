@@ -2,8 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 
 /// What a client keeps from a connection to resume the next one: the TLS session ticket and
-/// the server's transport parameters (needed to send 0-RTT data), and the server's
-/// address-validation token (NEW_TOKEN), when it sent one.
+/// the server's transport parameters (needed to send 0-RTT data).
 public struct QUICSessionTicket: Sendable, Hashable {
     /// GnuTLS session data (the ticket and resumption secret). Secret: store it like a key.
     public var tlsSession: [UInt8]
@@ -28,12 +27,17 @@ public struct QUICSessionTicket: Sendable, Hashable {
 /// than ``lifetime`` are not used (TLS 1.3 caps ticket lifetime at 7 days). The cache can be
 /// saved to and loaded from a file (``save(to:)``, ``init(contentsOf:capacity:lifetime:)``),
 /// which is how `h3 --session-file` keeps tickets between runs.
+///
+/// The cache also keeps each server's latest address-validation token (NEW_TOKEN, RFC 9000
+/// section 8.1.3): the next connection puts it in its first Initial, so a server that
+/// validates addresses lets it in without a Retry. A token is used once, then dropped.
 public final class QUICSessionCache: Sendable, Hashable {
     /// How many servers' tickets are kept.
     public let capacity: Int
     /// How long a ticket is used after it arrived.
     public let lifetime: Duration
     private let entries = NIOLockedValueBox<[(key: String, ticket: QUICSessionTicket)]>([])
+    private let tokens = NIOLockedValueBox<[(key: String, token: [UInt8], received: Int)]>([])
 
     /// Creates an empty cache.
     public init(capacity: Int = 256, lifetime: Duration = .seconds(86_400)) {
@@ -50,8 +54,17 @@ public final class QUICSessionCache: Sendable, Hashable {
             throw .fileError("cannot read the session file \(path)")
         }
         var loaded: [(String, QUICSessionTicket)] = []
+        var loadedTokens: [(key: String, token: [UInt8], received: Int)] = []
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             let fields = line.split(separator: " ")
+            if fields.first == "@token" {
+                guard fields.count == 4, let key = String(fields[1]).removingPercentEncoding, let received = Int(fields[2]),
+                      let token = Data(base64Encoded: String(fields[3])), !token.isEmpty else {
+                    throw .fileError("the session file \(path) is damaged")
+                }
+                loadedTokens.append((key, Array(token), received))
+                continue
+            }
             guard fields.count == 4, let received = Int(fields[1]),
                   let session = Data(base64Encoded: String(fields[2])), let parameters = Data(base64Encoded: String(fields[3])),
                   let key = String(fields[0]).removingPercentEncoding else {
@@ -61,6 +74,7 @@ public final class QUICSessionCache: Sendable, Hashable {
                                                   received: received)))
         }
         entries.withLockedValue { $0 = Array(loaded.suffix(self.capacity)).map { (key: $0.0, ticket: $0.1) } }
+        tokens.withLockedValue { $0 = Array(loadedTokens.suffix(self.capacity)) }
     }
 
     /// Writes the cache to a file readable only by its owner.
@@ -70,6 +84,10 @@ public final class QUICSessionCache: Sendable, Hashable {
             let name = key.addingPercentEncoding(withAllowedCharacters: .urlHostAllowed) ?? key
             text += "\(name) \(ticket.received) \(Data(ticket.tlsSession).base64EncodedString()) "
                 + "\(Data(ticket.transportParameters).base64EncodedString())\n"
+        }
+        for (key, token, received) in tokens.withLockedValue({ $0 }) {
+            let name = key.addingPercentEncoding(withAllowedCharacters: .urlHostAllowed) ?? key
+            text += "@token \(name) \(received) \(Data(token).base64EncodedString())\n"
         }
         let temporary = path + ".tmp-\(getpid())"
         guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8),
@@ -103,6 +121,31 @@ public final class QUICSessionCache: Sendable, Hashable {
     public func remove(for server: String) {
         entries.withLockedValue { $0.removeAll { $0.key == server } }
     }
+
+    /// Stores the newest address-validation token (NEW_TOKEN) from a server.
+    public func storeAddressToken(_ token: [UInt8], for server: String) {
+        guard !token.isEmpty else { return }
+        tokens.withLockedValue { tokens in
+            tokens.removeAll { $0.key == server }
+            tokens.append((server, token, Int(Date().timeIntervalSince1970)))
+            if tokens.count > capacity { tokens.removeFirst(tokens.count - capacity) }
+        }
+    }
+
+    /// Takes a server's address-validation token, if there is a fresh one: it is removed, as
+    /// a token reused across connections would let observers link them (RFC 9000, 8.1.3).
+    public func takeAddressToken(for server: String) -> [UInt8]? {
+        let now = Int(Date().timeIntervalSince1970)
+        let maximumAge = Int(lifetime.components.seconds)
+        return tokens.withLockedValue { tokens in
+            guard let index = tokens.lastIndex(where: { $0.key == server }) else { return nil }
+            let entry = tokens.remove(at: index)
+            return now - entry.received <= maximumAge ? entry.token : nil
+        }
+    }
+
+    /// How many servers have an address-validation token waiting.
+    public var addressTokenCount: Int { tokens.withLockedValue { $0.count } }
 
     /// How many servers have a ticket.
     public var count: Int { entries.withLockedValue { $0.count } }

@@ -16,11 +16,16 @@ package struct OutboundDatagram: Sendable {
     package var remoteAddress: SocketAddress
     /// ECN codepoint to mark the packet with, if any.
     package var ecn: NIOExplicitCongestionNotificationState?
+    /// The local address the packet leaves from, when the sender has more than one socket
+    /// (a server with a preferred address); `nil`: the usual socket.
+    package var localAddress: SocketAddress?
 
-    package init(buffer: ByteBuffer, remoteAddress: SocketAddress, ecn: NIOExplicitCongestionNotificationState? = nil) {
+    package init(buffer: ByteBuffer, remoteAddress: SocketAddress, ecn: NIOExplicitCongestionNotificationState? = nil,
+                 localAddress: SocketAddress? = nil) {
         self.buffer = buffer
         self.remoteAddress = remoteAddress
         self.ecn = ecn
+        self.localAddress = localAddress
     }
 }
 
@@ -192,6 +197,50 @@ package final class UDPSocket {
             throw error
         }
         return UDPSocket(channel: channel, handler: handler, segmentLimit: segmentLimit(handler))
+    }
+
+    /// Opens a socket connected to `remote` at once, without waiting for the event loop: the
+    /// caller learns its local address now (ngtcp2 asks for a path inside a callback) and
+    /// hands the descriptor to ``adopt(descriptor:options:on:)``.
+    package static func openConnectedDescriptor(to remote: SocketAddress) throws -> (descriptor: CInt, local: SocketAddress) {
+        let family = remote.protocol == .inet6 ? AF_INET6 : AF_INET
+        let fd = Glibc.socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        let connected = remote.withSockAddr { addr, length in Glibc.connect(fd, addr, socklen_t(length)) }
+        guard connected == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw IOError(errnoCode: code, reason: "connect")
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        let local: SocketAddress?
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            local = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee) } }
+        case AF_INET6:
+            local = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee) } }
+        default:
+            local = nil
+        }
+        guard named == 0, let local else {
+            Glibc.close(fd)
+            throw IOError(errnoCode: EINVAL, reason: "getsockname")
+        }
+        return (fd, local)
+    }
+
+    /// Wraps a descriptor from ``openConnectedDescriptor(to:)`` (the socket owns it from now on,
+    /// also when this fails).
+    package static func adopt(descriptor: CInt, options: UDPSocketOptions = .init(),
+                              on eventLoop: any EventLoop) -> EventLoopFuture<UDPSocket> {
+        let handler = UDPSocketHandler()
+        return bootstrap(handler: handler, options: options, receiveBatch: options.receiveBatchSize ?? 1, on: eventLoop)
+            .withBoundSocket(descriptor)
+            .map { UDPSocket(channel: $0, handler: handler, segmentLimit: segmentLimit(handler)) }
     }
 
     private static func bootstrap(handler: UDPSocketHandler, options: UDPSocketOptions, receiveBatch: Int,

@@ -180,6 +180,39 @@ struct HTTP3InteropTests {
         }
     }
 
+    @Test("our client follows gtlsserver's preferred address (127.0.0.2) during a 50 MB download, byte-exact; declines when told to")
+    func preferredAddressOfGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        for follow in [true, false] {
+            let qlogs = pki.directory.appendingPathComponent("gtls-qlog-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: qlogs, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: qlogs) }
+            let port = try freeUDPPort(), preferredPort = try freeUDPPort()
+            let server = try PeerProcess(gtlsserver, ["-q", "--htdocs=\(files.directory.path)", "--qlog-dir=\(qlogs.path)",
+                                                      "--preferred-ipv4-addr=127.0.0.2:\(preferredPort)", "127.0.0.1", "\(port)",
+                                                      pki.keyFile, pki.certFile], directory: pki.directory)
+            defer { server.stop() }
+            var configuration = HTTP3Transport.Configuration(tls: pki.clientTLS(alpn: ["h3"]))
+            configuration.quic.followPreferredAddress = follow
+            let client = HTTP3Transport(configuration: configuration)
+            try await withHeavyTimeout(120) {
+                let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/file-50m")
+                let response = try await roundTripWhenUp(client, request)
+                let (hash, size) = try await hashBody(response.body)
+                #expect(hash == files.hashes["file-50m"], "\(size) bytes")
+            }
+            await client.shutdown()
+            server.stop()
+            // gtlsserver's own qlog: PATH_CHALLENGE from our client on the preferred path, or none.
+            let challenges = try Qlog(directory: qlogs, fileSuffix: ".sqlog").count("transport:packet_received", withFrame: "path_challenge")
+            if follow {
+                #expect(challenges >= 1, "gtlsserver saw no PATH_CHALLENGE")
+            } else {
+                #expect(challenges == 0, "the client probed the preferred address although told not to")
+            }
+        }
+    }
+
     @Test("ngtcp2's gtlsclient fetches a 1 MB file from our server, byte-exact")
     func gtlsclientToServer() async throws {
         guard let gtlsclient = requirePeer("gtlsclient") else { return }
@@ -198,6 +231,80 @@ struct HTTP3InteropTests {
         #expect(data.count == 1 << 20)
         #expect(sha256(data) == files.hashes["file-1m"])
         await server.shutdown()
+    }
+
+    /// Runs gtlsclient against `server` for `path` into a fresh directory; returns its exit
+    /// status, its output, and the downloaded bytes.
+    func runGtlsclient(_ gtlsclient: String, port: Int, path: String, extra: [String] = []) async throws
+        -> (status: Int32?, output: String, data: Data) {
+        let downloads = pki.directory.appendingPathComponent("gtlsclient-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: downloads, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: downloads) }
+        let client = try PeerProcess(gtlsclient, ["-q", "--exit-on-all-streams-close", "--download=\(downloads.path)"] + extra
+                                                 + ["127.0.0.1", "\(port)", "https://localhost:\(port)\(path)"],
+                                     directory: pki.directory)
+        let status = await client.waitForExit(seconds: 60)
+        let name = String(path.split(separator: "/").last ?? "")
+        return (status, client.output, FileManager.default.contents(atPath: downloads.appendingPathComponent(name).path) ?? Data())
+    }
+
+    @Test("our client keeps gtlsserver's NEW_TOKEN token: with its address validation on (-V), only the first connection is retried")
+    func newTokenFromGtlsserver() async throws {
+        guard let gtlsserver = requirePeer("gtlsserver") else { return }
+        let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
+        let port = try freeUDPPort()
+        let server = try PeerProcess(gtlsserver, ["-q", "-V", "--htdocs=\(files.directory.path)", "127.0.0.1", "\(port)",
+                                                  pki.keyFile, pki.certFile], directory: pki.directory)
+        defer { server.stop() }
+        let cache = QUICSessionCache()
+        var configuration = HTTP3Transport.Configuration(tls: pki.clientTLS(alpn: ["h3"]))
+        configuration.quic.sessionCache = cache
+        configuration.quic.qlogDirectory = qlogs.path
+        let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(port)", path: "/file-1m")
+        let settings = configuration
+        try await withTimeout(60) {
+            for run in 1...2 {
+                let client = HTTP3Transport(configuration: settings)
+                let response = run == 1 ? try await roundTripWhenUp(client, request) : try await client.roundTrip(request)
+                #expect(try await hashBody(response.body).hash == files.hashes["file-1m"])
+                for _ in 0..<250 where cache.addressTokenCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(cache.addressTokenCount == 1, "gtlsserver's NEW_TOKEN token arrived")
+                await client.shutdown()
+            }
+        }
+        // Our client's qlogs of the two connections that got through (attempts made while
+        // gtlsserver was starting heard nothing): the first was retried, the second not.
+        let names = try FileManager.default.contentsOfDirectory(atPath: qlogs.path).filter { $0.hasSuffix("_client.sqlog") }
+        let logs = try names.map { try Qlog(directory: qlogs, fileSuffix: $0) }
+            .filter { log in log.events.contains { $0.name == "transport:packet_received" && $0.packetType == "1RTT" } }
+        #expect(logs.count == 2, "\(names)")
+        let retries = logs.map { log in
+            log.events.filter { $0.name == "transport:packet_received" && $0.packetType == "retry" }.count
+        }.sorted()
+        #expect(retries.count == 2 && retries[0] == 0 && retries[1] >= 1, "Retry packets received per connection: \(retries)")
+    }
+
+    @Test("gtlsclient follows our server's preferred address (127.0.0.2) during a 50 MB download, byte-exact")
+    func gtlsclientFollowsPreferredAddress() async throws {
+        guard let gtlsclient = requirePeer("gtlsclient") else { return }
+        let qlogs = try makeQlogDirectory()
+        defer { try? FileManager.default.removeItem(at: qlogs) }
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS(alpn: ["h3"]))
+        configuration.gracefulShutdownTimeout = .seconds(2)
+        configuration.quic.quic.qlogDirectory = qlogs.path
+        configuration.quic.preferredAddress = .init(host: "127.0.0.2", port: try freeUDPPort())
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: DirectoryHandler(root: files.directory))
+        let port = server.localAddress.port ?? 0
+        let run = try await HeavyTestGate.shared.run { try await runGtlsclient(gtlsclient, port: port, path: "/file-50m") }
+        #expect(run.status == 0, "gtlsclient: \(run.output.suffix(1000))")
+        #expect(run.data.count == 50 << 20)
+        #expect(sha256(run.data) == files.hashes["file-50m"])
+        await server.shutdown()
+        let qlog = try Qlog(directory: qlogs, role: "server")
+        #expect(qlog.count("transport:packet_received", withFrame: "path_challenge") >= 1,
+                "our server's qlog shows gtlsclient probing the preferred address")
+        #expect(qlog.pathChallengesSent >= 1, "and our server validating gtlsclient on it")
     }
 
     @Test("our client against aioquic's server: GET and POST")
@@ -255,6 +362,40 @@ struct HTTP3InteropTests {
                                             "--output", postOutput], directory: work)
         #expect(await post.waitForExit(seconds: 30) == 0, "aioquic client: \(post.output.suffix(1000))")
         #expect(FileManager.default.contents(atPath: postOutput) == upload)
+        await server.shutdown()
+    }
+
+    @Test("aioquic's client keeps our NEW_TOKEN token: with Retry on, only its first connection is retried")
+    func aioquicUsesNewToken() async throws {
+        guard let python = aioquicPython() else { return }
+        var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS(alpn: ["h3"]))
+        configuration.gracefulShutdownTimeout = .seconds(2)
+        configuration.quic.requireAddressValidation = true
+        let server = try await HTTP3Server.bind(configuration: configuration, handler: DirectoryHandler(root: files.directory))
+        let port = server.localAddress.port ?? 0
+        let script = packageRoot.appendingPathComponent("Tests/Peers/aioquic_peer.py").path
+        let work = pki.directory.appendingPathComponent("aioquic-token-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let tokenFile = work.appendingPathComponent("token").path
+        var retriesAfterFirst = 0
+        for run in 1...2 {
+            let output = work.appendingPathComponent("got-\(run)").path
+            let client = try PeerProcess(python, [script, "client", "https://localhost:\(port)/file-1m", "--connect", "127.0.0.1",
+                                                  "--cafile", pki.caFile, "--output", output, "--token-file", tokenFile],
+                                         directory: work)
+            #expect(await client.waitForExit(seconds: 30) == 0, "aioquic client: \(client.output.suffix(1000))")
+            #expect(sha256(FileManager.default.contents(atPath: output) ?? Data()) == files.hashes["file-1m"])
+            #expect((FileManager.default.contents(atPath: tokenFile)?.count ?? 0) > 0, "aioquic kept a token")
+            if run == 1 { retriesAfterFirst = try await server.endpointStatistics().retriesSent }
+        }
+        // (An Initial retransmitted before the Retry arrived gets a Retry of its own, so the
+        // first connection may count more than one.)
+        let stats = try await server.endpointStatistics()
+        #expect(retriesAfterFirst >= 1)
+        #expect(stats.retriesSent == retriesAfterFirst, "the token spared aioquic's second connection the Retry")
+        #expect(stats.addressTokensAccepted >= 1)
+        #expect(stats.addressTokensIssued >= 2)
         await server.shutdown()
     }
 }

@@ -140,8 +140,18 @@ async def run_client(args):
         with open(args.data, "rb") as f:
             body = f.read()
     headers = [tuple(part.strip() for part in h.split(":", 1)) for h in args.header]
+    # --token-file: present the server's last NEW_TOKEN token, keep the one it sends now.
+    if args.token_file and os.path.exists(args.token_file):
+        with open(args.token_file, "rb") as f:
+            configuration.token = f.read()
+
+    def save_token(token):
+        if args.token_file:
+            with open(args.token_file, "wb") as f:
+                f.write(token)
+
     async with connect(args.connect or parsed.hostname, parsed.port or 443, configuration=configuration,
-                       create_protocol=ClientProtocol) as client:
+                       create_protocol=ClientProtocol, token_handler=save_token) as client:
         response = await asyncio.wait_for(client.request(args.method, args.url, headers, body), timeout=60)
     for name, value in response["headers"]:
         if name == b":status":
@@ -173,6 +183,7 @@ def main():
     client.add_argument("--connect", help="address to connect to instead of the URL's host")
     client.add_argument("--insecure", action="store_true")
     client.add_argument("--header", action="append", default=[])
+    client.add_argument("--token-file", help="read and write the server's NEW_TOKEN token here")
     args = parser.parse_args()
     try:
         asyncio.run(run_server(args) if args.role == "server" else run_client(args))

@@ -234,7 +234,7 @@ struct EndpointTests {
             }
             return nil
         }
-        try await withTimeout(15) {
+        try await withTimeout(30) {
             let client = try await QUICClient.connect(host: "127.0.0.1", port: listener.localAddress.port ?? 0,
                                                       configuration: clientConfiguration())
             let serverSide = try #require(await accepted.value)
@@ -255,9 +255,9 @@ struct EndpointTests {
             try await client.migrate()
             #expect(try await client.localAddress.port != oldLocal.port)
             #expect(try await roundTrip("after") == "after")
-            // Give the RETIRE_CONNECTION_ID frame time to arrive.
+            // Give the RETIRE_CONNECTION_ID frame time to arrive (up to 5 s on a loaded machine).
             var after = try await serverSide.connectionIDCounts()
-            for _ in 0..<20 where after.retired == 0 {
+            for _ in 0..<100 where after.retired == 0 {
                 try await Task.sleep(for: .milliseconds(50))
                 after = try await serverSide.connectionIDCounts()
             }

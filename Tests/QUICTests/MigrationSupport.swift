@@ -123,50 +123,6 @@ func download(_ connection: QUICConnection, total: Int, seed: UInt64,
     return Download(received: received, hash: hash.finalize())
 }
 
-/// A fresh, empty directory for one test's qlog files.
-func makeQlogDirectory() throws -> URL {
-    let directory = TestPKI.shared.directory.appendingPathComponent("qlog-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    return directory
-}
-
-/// Reads ngtcp2's JSON-SEQ qlog files in a directory.
-struct Qlog {
-    /// One event: its name (such as "transport:packet_sent") and the frame types it lists.
-    struct Event {
-        var name: String
-        var frameTypes: [String]
-    }
-
-    var events: [Event]
-
-    /// The events of the one file in `directory` whose name ends in `_<role>.sqlog` (none yet: empty).
-    init(directory: URL, role: String) throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix("_\(role).sqlog") }
-        events = []
-        for name in names {
-            let data = try Data(contentsOf: directory.appendingPathComponent(name))
-            // JSON-SEQ: records start with RS (0x1E). The last one may still be being written.
-            for record in data.split(separator: 0x1E) {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(record)) as? [String: Any],
-                      let name = object["name"] as? String else { continue }
-                let frames = ((object["data"] as? [String: Any])?["frames"] as? [[String: Any]]) ?? []
-                events.append(Event(name: name, frameTypes: frames.compactMap { $0["frame_type"] as? String }))
-            }
-        }
-    }
-
-    /// How many events named `name` carry a frame of type `frame`.
-    func count(_ name: String, withFrame frame: String) -> Int {
-        events.filter { $0.name == name && $0.frameTypes.contains(frame) }.count
-    }
-
-    /// Packets sent with a PATH_CHALLENGE frame.
-    var pathChallengesSent: Int { count("transport:packet_sent", withFrame: "path_challenge") }
-    /// Packets received with a PATH_RESPONSE frame.
-    var pathResponsesReceived: Int { count("transport:packet_received", withFrame: "path_response") }
-}
-
 /// Runs a blocking call on a thread of its own, so that it never holds a thread of the
 /// (2-thread) cooperative pool that the connections under test need.
 func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
