@@ -296,8 +296,9 @@ struct Client: Sendable {
                     progress.received(chunk.readableBytes)
                     received += Int64(chunk.readableBytes)
                     if received >= nextKeyUpdate, let every = options.keyUpdateAfter {
-                        nextKeyUpdate = received + every
-                        await updateKeys(for: request)
+                        // Refused while the previous update is unconfirmed: try again with the
+                        // next chunk rather than a whole interval later.
+                        if await updateKeys(for: request) { nextKeyUpdate = received + every }
                     }
                 }
                 _ = try await response.body.trailers()
@@ -314,14 +315,16 @@ struct Client: Sendable {
         }
     }
 
-    /// `--key-update-after`: one key update now. ngtcp2 refuses while the previous one is
-    /// unconfirmed; that is reported with -v and the next threshold tries again.
-    private func updateKeys(for request: HTTPRequest) async {
+    /// `--key-update-after`: one key update now; false when ngtcp2 refuses (the previous one
+    /// is unconfirmed), which -v reports.
+    private func updateKeys(for request: HTTPRequest) async -> Bool {
         do {
             try await http3.initiateKeyUpdate(for: request)
             if options.verbose { Console.error("* Key update started") }
+            return true
         } catch {
             if options.verbose { Console.error("* Key update not possible now: \(error)") }
+            return false
         }
     }
 

@@ -203,8 +203,14 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     }
 
     func socketDidClose(_ socket: UDPSocket) {
-        guard socket === self.socket else { return }
-        connection?.fail(with: .connectionClosed)
+        guard socket === self.socket, let connection else { return }
+        // An ICMP port unreachable may surface in a send instead of a read; NIO then closes
+        // the socket, and only the failed write tells why.
+        if let io = socket.writeFailure as? IOError, io.errnoCode == ECONNREFUSED {
+            connection.fail(with: .connectionRefused("nothing is listening at \(connection.remoteAddress) (ICMP port unreachable)"))
+        } else {
+            connection.fail(with: .connectionClosed)
+        }
     }
 }
 

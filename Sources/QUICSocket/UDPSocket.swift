@@ -149,6 +149,10 @@ package final class UDPSocket {
     private var sendBatchStorage: GSOBatch<SocketAddress>?
     /// Whether a GSO message went out: from then on GSO writes are not watched.
     private var gsoVerified = false
+    /// The error of a failed write, when one closed the socket. NIO closes a datagram channel on
+    /// a write error without passing the error up the pipeline: an ICMP port unreachable that
+    /// surfaces in `sendmsg` as `ECONNREFUSED` is only visible here.
+    package private(set) var writeFailure: (any Error)?
     /// Set once a GSO send failed with EIO/EINVAL: later sockets of this process do not try GSO.
     private static let refusedAtRunTime = NIOLockedValueBox(false)
 
@@ -287,17 +291,31 @@ package final class UDPSocket {
     /// Sends a batch of datagrams with one flush, one message each. Errors are reported to the delegate.
     package func send(_ datagrams: some Sequence<OutboundDatagram>) {
         eventLoop.preconditionInEventLoop()
-        var wrote = false
+        var last: AddressedEnvelope<ByteBuffer>?
         for datagram in datagrams {
             let metadata = datagram.ecn.map { AddressedEnvelope<ByteBuffer>.Metadata(ecnState: $0) }
             let envelope = AddressedEnvelope(remoteAddress: datagram.remoteAddress, data: datagram.buffer,
                                              metadata: metadata)
-            channel.write(envelope, promise: nil)
+            if let previous = last { channel.write(previous, promise: nil) }
+            last = envelope
             sendStatistics.sentMessages += 1
             sendStatistics.sentDatagrams += 1
-            wrote = true
         }
-        if wrote { channel.flush() }
+        guard let last else { return }
+        channel.write(last, promise: watchedWritePromise())
+        channel.flush()
+    }
+
+    /// A promise for the last write of a flush: if a write error closes the channel, every
+    /// pending write fails with that error, and it is kept in ``writeFailure`` (one promise per
+    /// flush, not per packet).
+    private func watchedWritePromise() -> EventLoopPromise<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenFailure { [weak self] error in
+            guard let self, self.writeFailure == nil, error is IOError else { return }
+            self.writeFailure = error
+        }
+        return promise
     }
 
     /// Lays out one write pass and sends it: runs `body` with this socket's reusable send
@@ -348,16 +366,18 @@ package final class UDPSocket {
             sendStatistics.sentMessages += 1
             sendStatistics.sentDatagrams += message.segments
             verifying = verifying || (segmentSize != nil && !gsoVerified)
-            if verifying && index == batch.messages.count - 1 {
-                // Until one GSO message has gone out, watch the outcome: the kernel refuses GSO
-                // only when sending (EIO when the route's device cannot segment).
-                let promise = eventLoop.makePromise(of: Void.self)
-                promise.futureResult.assumeIsolated().whenComplete { [weak self] result in
-                    switch result {
-                    case .success:
-                        self?.gsoVerified = true
-                    case .failure(let error):
-                        if let io = error as? IOError, io.errnoCode == EIO || io.errnoCode == EINVAL { self?.gsoRefused() }
+            if index == batch.messages.count - 1 {
+                let promise = watchedWritePromise()
+                if verifying {
+                    // Until one GSO message has gone out, watch the outcome: the kernel refuses
+                    // GSO only when sending (EIO when the route's device cannot segment).
+                    promise.futureResult.assumeIsolated().whenComplete { [weak self] result in
+                        switch result {
+                        case .success:
+                            self?.gsoVerified = true
+                        case .failure(let error):
+                            if let io = error as? IOError, io.errnoCode == EIO || io.errnoCode == EINVAL { self?.gsoRefused() }
+                        }
                     }
                 }
                 channel.write(envelope, promise: promise)

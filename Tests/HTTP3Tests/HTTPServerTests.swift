@@ -74,18 +74,31 @@ struct HTTPServerTests {
 
     @Test("binding a port whose TCP side is taken fails and leaves nothing bound")
     func tcpPortTaken() async throws {
-        let blocker = try await HTTP2Server.bind(
-            configuration: HTTP2ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS()),
-            handler: TestHandler(observations: Observations()))
-        let port = blocker.localAddress.port ?? 0
-        await #expect(throws: (any Error).self) {
-            _ = try await HTTPServer.bind(configuration: .init(host: "127.0.0.1", port: port, tls: pki.serverTLS()),
-                                          handler: TestHandler(observations: Observations()))
+        // The blocker's TCP port number may already be used by some other test's UDP socket (the
+        // two port spaces are separate), so a few blockers are tried; a UDP socket leaked by the
+        // failed bind would make every attempt fail.
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let blocker = try await HTTP2Server.bind(
+                configuration: HTTP2ServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS()),
+                handler: TestHandler(observations: Observations()))
+            let port = blocker.localAddress.port ?? 0
+            await #expect(throws: (any Error).self) {
+                _ = try await HTTPServer.bind(configuration: .init(host: "127.0.0.1", port: port, tls: pki.serverTLS()),
+                                              handler: TestHandler(observations: Observations()))
+            }
+            // The UDP side of the failed attempt was released: an HTTP/3 server can take the port.
+            do {
+                let udp = try await HTTP3Server.bind(configuration: .init(host: "127.0.0.1", port: port, tls: pki.serverTLS()),
+                                                     handler: TestHandler(observations: Observations()))
+                await udp.shutdown()
+                await blocker.shutdown()
+                return
+            } catch {
+                lastError = error
+                await blocker.shutdown()
+            }
         }
-        // The UDP side of the failed attempt was released: an HTTP/3 server can take the port.
-        let udp = try await HTTP3Server.bind(configuration: .init(host: "127.0.0.1", port: port, tls: pki.serverTLS()),
-                                             handler: TestHandler(observations: Observations()))
-        await udp.shutdown()
-        await blocker.shutdown()
+        Issue.record("the UDP port stayed taken after a failed bind, five times: \(String(describing: lastError))")
     }
 }
