@@ -4,6 +4,8 @@ import NIOConcurrencyHelpers
 package protocol PooledConnection: AnyObject, Sendable {
     /// Whether it takes new requests (false once draining after GOAWAY, or closed).
     var isUsable: Bool { get }
+    /// Closes the connection (requests on it end).
+    func close() async
 }
 
 /// The number of requests a pooled connection carries (or will carry, while it is being opened).
@@ -39,6 +41,8 @@ package actor ConnectionPool<Key: Hashable & Sendable, Connection: PooledConnect
 
     package let maxConnectionsPerKey: Int
     private var entries: [Key: [Entry]] = [:]
+    /// Set by ``removeAll()``: the owner shut down, so no connection is handed out or kept.
+    private var isShutDown = false
     package private(set) var connectionsOpened = 0
 
     package init(maxConnectionsPerKey: Int = 1) {
@@ -48,6 +52,7 @@ package actor ConnectionPool<Key: Hashable & Sendable, Connection: PooledConnect
     /// A connection for one request to `key`, counted in the returned load.
     package func connection(for key: Key, connect: @escaping @Sendable (ConnectionLoad) async throws -> Connection)
         async throws -> (connection: Connection, load: ConnectionLoad, reused: Bool, connectTime: Duration) {
+        guard !isShutDown else { throw HTTPError.connectionClosed("the client was shut down") }
         var list = entries[key] ?? []
         list.removeAll { $0.isDead }
         entries[key] = list.isEmpty ? nil : list
@@ -71,6 +76,11 @@ package actor ConnectionPool<Key: Hashable & Sendable, Connection: PooledConnect
         entries[key, default: []].append(entry)
         do {
             let connection = try await task.value
+            if isShutDown {
+                // Opened while the owner shut down: not kept, so nothing outlives the shutdown.
+                await connection.close()
+                throw HTTPError.connectionClosed("the client was shut down")
+            }
             entry.connection = connection
             entry.task = nil
             connectionsOpened += 1
@@ -90,8 +100,11 @@ package actor ConnectionPool<Key: Hashable & Sendable, Connection: PooledConnect
         }
     }
 
-    /// Empties the pool, returning the open connections.
+    /// Empties the pool for good (the owner is shutting down), returning the open connections
+    /// for the caller to close. Later requests fail with ``HTTPError/connectionClosed(_:)``, and
+    /// a connection still being opened is closed as soon as it is up.
     package func removeAll() -> [Connection] {
+        isShutDown = true
         let all = entries.values.flatMap { $0.compactMap(\.connection) }
         entries.removeAll()
         return all

@@ -141,7 +141,11 @@ struct ChoosingClientTests {
                 #expect(try await get(client, authority, "/2").0 == .http3)
                 // The server's UDP side goes away (its connection closes; its port refuses).
                 await server.http3.shutdown()
-                await http3.shutdown()
+                // The client's HTTP/3 connection sees the server's GOAWAY and close (bounded wait).
+                for _ in 0..<100 where !(await http3.connectionLoads().isEmpty) {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(await http3.connectionLoads().isEmpty, "the closed HTTP/3 connection left the pool")
                 let third = try await get(client, authority, "/3")
                 #expect(third.0 == .http2 && third.1 == "h2 /3", "the request itself was answered over HTTP/2")
                 let events = client.recordedEvents()

@@ -2,6 +2,7 @@ import Foundation
 import HTTP3
 import HTTPAPI
 import HTTPTypes
+import NetSim
 import NIOCore
 import QUIC
 import QUICSocket
@@ -49,6 +50,35 @@ extension HTTP3Tests {
             let (hash, received) = try await hashBody(response.body)
             #expect(received == total)
             #expect(hash == (await PatternGenerator.hash(seed: 22, total: total)))
+        }
+        await fixture.stop()
+    }
+
+    @Test("shutdown while a connection is being opened: the request fails with a clear error and no connection is kept")
+    func shutdownDuringConnect() async throws {
+        let fixture = try await HTTP3Fixture.start()
+        // 200 ms each way: the handshake is still under way when the client shuts down.
+        var relayConfiguration = NetworkSimulator.Configuration(
+            listen: try NetworkAddress(host: "127.0.0.1", port: 0),
+            server: try NetworkAddress(host: "127.0.0.1", port: UInt16(fixture.server.localAddress.port ?? 0)))
+        relayConfiguration.toServer.delay = .milliseconds(200)
+        relayConfiguration.toClient.delay = .milliseconds(200)
+        let relay = try NetworkSimulator.start(relayConfiguration)
+        defer { relay.stop() }
+        let client = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"])))
+        let request = HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(relay.listenAddress.port)", path: "/hello")
+        try await fixture.run(30) {
+            let pending = Task { try await client.roundTrip(request) }
+            try await Task.sleep(for: .milliseconds(50))
+            await client.shutdown()
+            do {
+                let response = try await pending.value
+                Issue.record("a request issued before shutdown was answered after it: \(response.head.status)")
+            } catch HTTPError.connectionClosed(let why) {
+                #expect(why.contains("shut down"), "\(why)")
+            }
+            #expect(await client.connectionLoads().isEmpty, "no connection is kept after shutdown")
+            await #expect(throws: HTTPError.self) { _ = try await client.roundTrip(request) }
         }
         await fixture.stop()
     }
