@@ -37,10 +37,11 @@ public final class HTTP2Transport: HTTPRoundTripper {
         /// waiting for their response head, and a new connection is opened while every open one
         /// is busy), so the load of one client reaches several instances behind a load balancer.
         public var maxConnectionsPerOrigin: Int = 1
-        /// How often one request is sent again after the server rejected it (REFUSED_STREAM, or
-        /// a stream above a GOAWAY's last-stream-ID) or after its connection ended before an
-        /// idempotent request was answered. A request that never left (its connection received
-        /// GOAWAY first) goes to another connection without using this budget.
+        /// How often one request is sent again after the server refused it (REFUSED_STREAM on a
+        /// connection it had not asked to leave) or after its connection ended before an
+        /// idempotent request was answered. Requests turned away only because their connection
+        /// was going away (never sent, above a GOAWAY's last-stream-ID, refused after GOAWAY)
+        /// go to another connection without using this budget (at most 32 times each).
         public var maxRejectedRetries: Int = 8
 
         /// Creates settings with defaults.
