@@ -13,9 +13,10 @@ struct Serve: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve a directory over HTTP/3 (and HTTP/2 with --tcp).",
         discussion: """
-            Without --cert/--key, h3 generates a self-signed certificate for localhost, 127.0.0.1 and ::1 on \
-            first use and keeps it in $XDG_CACHE_HOME/swift-h3 (or ~/.cache/swift-h3); clients need \
-            --cacert with that file, or -k. SIGINT or SIGTERM stop the server gracefully: GOAWAY, requests \
+            Without --cert/--key, h3 generates a certificate for localhost, 127.0.0.1 and ::1, signed by a \
+            local CA made with it, on first use and keeps it in $XDG_CACHE_HOME/swift-h3 (or \
+            ~/.cache/swift-h3); clients need --cacert with localhost-cert.pem from there (it ends with the \
+            CA; localhost-ca.pem holds the CA alone), or -k. SIGINT or SIGTERM stop the server gracefully: GOAWAY, requests \
             in flight finish, then the connections close. With --tcp the same port also serves HTTP/2 \
             (HTTP/1.1 for clients that do not offer h2) over TCP, and TCP responses carry \
             Alt-Svc: h3=":PORT"; ma=86400 so that clients move to HTTP/3.
@@ -101,8 +102,9 @@ struct Serve: AsyncParsableCommand {
             let cached = try CertificateCache.loadOrCreate(directory: certificateCache)
             certificatePath = cached.certificatePath
             keyPath = cached.keyPath
-            Console.error("h3 serve: \(cached.created ? "generated a" : "using the") self-signed certificate "
-                          + "\(cached.certificatePath) (key \(cached.keyPath)), SHA-256 \(cached.fingerprint)")
+            Console.error("h3 serve: \(cached.created ? "generated a" : "using the") local certificate "
+                          + "\(cached.certificatePath) (key \(cached.keyPath), CA \(cached.caPath)), "
+                          + "SHA-256 \(cached.fingerprint); clients: --cacert \(cached.certificatePath)")
         }
 
         let tls = QUICTLSConfiguration.makeServerConfiguration(
@@ -186,11 +188,17 @@ final class SignalWaiter: @unchecked Sendable {
     }
 }
 
-/// The self-signed certificate `h3 serve` makes on first use and reuses afterwards.
+/// The certificate `h3 serve` makes on first use and reuses afterwards: a leaf for localhost,
+/// 127.0.0.1 and ::1, signed by a CA made with it (BoringSSL, under the HTTP/2 client, does not
+/// take a self-signed leaf as its own trust anchor; GnuTLS does). `localhost-cert.pem` holds the
+/// leaf followed by the CA: the server sends it as its chain, and as a client's `--cacert` it
+/// trusts the CA, so the one file works for both. `localhost-ca.pem` holds the CA alone. A cache
+/// from an older version (a self-signed leaf, no CA file) is replaced.
 enum CertificateCache {
     struct Entry {
         let certificatePath: String
         let keyPath: String
+        let caPath: String
         let fingerprint: String
         let created: Bool
     }
@@ -202,37 +210,44 @@ enum CertificateCache {
         return NSTemporaryDirectory() + "swift-h3-\(getuid())"
     }
 
-    /// Loads the cached certificate, or makes one (again, if the cached one expires within a day).
+    /// Loads the cached certificate, or makes one (again, if the cached one expires within a
+    /// day, or has no CA beside it).
     static func loadOrCreate(directory: String?) throws(ToolError) -> Entry {
         let directory = directory ?? defaultDirectory()
         let certificatePath = directory + "/localhost-cert.pem"
         let keyPath = directory + "/localhost-key.pem"
+        let caPath = directory + "/localhost-ca.pem"
         if let pem = try? String(contentsOfFile: certificatePath, encoding: .utf8),
            FileManager.default.isReadableFile(atPath: keyPath),
+           let caPEM = try? String(contentsOfFile: caPath, encoding: .utf8),
+           pem.hasSuffix(caPEM),
            let facts = try? CertificateGenerator.inspect(certificatePEM: pem),
            facts.notAfter > Int(time(nil)) + 86_400 {
-            return Entry(certificatePath: certificatePath, keyPath: keyPath, fingerprint: facts.sha256Fingerprint,
-                         created: false)
+            return Entry(certificatePath: certificatePath, keyPath: keyPath, caPath: caPath,
+                         fingerprint: facts.sha256Fingerprint, created: false)
         }
-        let generated: GeneratedCertificate
+        let authority: GeneratedCertificate, leaf: GeneratedCertificate
         do {
-            generated = try CertificateGenerator.makeLeaf(
-                .init(commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"]), validDays: 365)
+            authority = try CertificateGenerator.makeCertificateAuthority(commonName: "h3 serve local CA", validDays: 366)
+            leaf = try CertificateGenerator.makeLeaf(
+                .init(commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"]),
+                issuer: authority, validDays: 365)
         } catch {
             throw ToolError(1, "cannot generate a certificate: \(error)")
         }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
-            try write(generated.privateKeyPEM, to: keyPath, mode: 0o600)
-            try write(generated.certificatePEM, to: certificatePath, mode: 0o644)
+            try write(leaf.privateKeyPEM, to: keyPath, mode: 0o600)
+            try write(authority.certificatePEM, to: caPath, mode: 0o644)
+            try write(leaf.certificatePEM + authority.certificatePEM, to: certificatePath, mode: 0o644)
         } catch let error as ToolError {
             throw error
         } catch {
             throw ToolError(ToolError.writeError, "cannot write the certificate to \(directory): \(error)")
         }
-        return Entry(certificatePath: certificatePath, keyPath: keyPath, fingerprint: generated.sha256Fingerprint,
-                     created: true)
+        return Entry(certificatePath: certificatePath, keyPath: keyPath, caPath: caPath,
+                     fingerprint: leaf.sha256Fingerprint, created: true)
     }
 
     /// Writes a file atomically (temporary file, then rename) with the given permissions.

@@ -148,25 +148,26 @@ final class HTTP2ClientConnection: PooledConnection {
         return connection
     }
 
-    /// Whether the server said (by GOAWAY) that it did not process this stream.
-    private func wasRejected(streamID: Int?) -> Bool {
-        guard let last = state.withLockedValue({ $0.goAwayLastStreamID }) else { return false }
-        guard let streamID else { return true }
-        return streamID > last
-    }
+    /// The lowest last-stream-ID of the GOAWAY frames received, `nil` if none.
+    var goAwayLastStreamID: Int? { state.withLockedValue { $0.goAwayLastStreamID } }
 
-    /// Sends one request on this connection.
+    /// Sends one request on this connection. Every failure before the response head is an
+    /// ``HTTP2AttemptFailure`` saying how far the request got (the transport decides on a retry
+    /// from it), except cancellation, which is rethrown as is.
     func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, reused: Bool,
               connectTime: Duration, started: ContinuousClock.Instant, bodyUse: BodyUse) async throws -> HTTPClientResponse {
         try Task.checkCancellation()
         do {
             try await permits.acquire()
-        } catch HTTPError.requestRejected {
-            throw HTTPError.requestRejected
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            // GOAWAY or the connection's end while this request waited for a stream.
+            throw HTTP2AttemptFailure(fate: .notSent, underlying: error)
         }
         if !isUsable {
             permits.release()
-            throw HTTPError.requestRejected
+            throw HTTP2AttemptFailure(fate: .notSent, underlying: HTTPError.requestRejected)
         }
         begin()
         let loop = channel.eventLoop
@@ -189,24 +190,21 @@ final class HTTP2ClientConnection: PooledConnection {
             }.get()
         } catch {
             finished()
-            throw isUsable ? HTTP2Errors.map(error) : HTTPError.requestRejected
+            // No stream was made, so nothing was sent.
+            throw HTTP2AttemptFailure(fate: .notSent, underlying: error)
         }
         let writer = BoundedWriter(channel: stream)
         var timings = HTTPTimings()
         timings.connected = connectTime
         timings.tlsHandshakeDone = connectTime
-        let streamID: @Sendable () async -> Int? = {
-            (try? await stream.getOption(HTTP2StreamChannelOptions.streamID).get()).map { Int($0) }
-        }
-        // Maps a failure of this stream: a stream the server never processed is safe to send again.
-        let mapFailure: @Sendable (any Error) async -> any Error = { [self] error in
-            let mapped = HTTP2Errors.map(error)
-            if case HTTPError.streamReset(let code) = mapped, code == HTTP3ErrorCode.requestRejected {
-                return HTTPError.requestRejected
-            }
-            if error is CancellationError { return error }
-            if wasRejected(streamID: await streamID()) { return HTTPError.requestRejected }
-            return mapped
+        // How far this request got, from the stream's and the connection's state. Reading the
+        // stream ID hops to the event loop, after the GOAWAY that closed the stream was seen.
+        let attemptFailure: @Sendable (any Error, Bool) async -> any Error = { [self] error, headersWritten in
+            if error is CancellationError || Task.isCancelled { return CancellationError() }
+            let streamID = (try? await stream.getOption(HTTP2StreamChannelOptions.streamID).get()).map { Int($0) }
+            let fate = HTTP2RetryPolicy.fate(of: error, streamID: streamID, headersWritten: headersWritten,
+                                             goAwayLastStreamID: goAwayLastStreamID)
+            return HTTP2AttemptFailure(fate: fate, underlying: error)
         }
         do {
             try await withTaskCancellationHandler {
@@ -219,18 +217,17 @@ final class HTTP2ClientConnection: PooledConnection {
         } catch {
             stream.close(promise: nil)
             finished()
-            throw await mapFailure(error)
+            throw await attemptFailure(error, false)
         }
         timings.requestSent = ContinuousClock.now - started
         if let body {
+            // From here on the body may be partly consumed: a streamed body cannot go again.
+            bodyUse.markStarted()
             Task {
                 do {
-                    var first = true
                     for try await chunk in body {
-                        if first { bodyUse.markStarted(); first = false }
                         try await writer.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(chunk), endStream: false)))
                     }
-                    bodyUse.markStarted()
                     if let trailers = try await body.trailers(), !trailers.isEmpty {
                         try await writer.write(HTTP2Frame.FramePayload.headers(
                             .init(headers: HeaderConversion.headers(trailers), endStream: true)))
@@ -266,7 +263,7 @@ final class HTTP2ClientConnection: PooledConnection {
         } catch {
             stream.close(promise: nil)
             finished()
-            throw await mapFailure(error)
+            throw await attemptFailure(error, true)
         }
         timings.firstResponseByte = ContinuousClock.now - started
         let head: HTTPResponse
@@ -388,7 +385,13 @@ final class HandshakeWaiter: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// Watches the connection's own frames for GOAWAY, and the errors NIOHTTP2 reports: either
-/// way the connection takes no new requests.
+/// way the connection takes no new requests. It closes the connection when the server will not:
+///
+/// - a GOAWAY with an error code ends the connection (RFC 9113, section 5.4.1: its sender must
+///   close it; requests it did not answer would otherwise wait for good);
+/// - NIOHTTP2's `IOOnClosedConnection` means both sides are done (GOAWAY received, no stream
+///   left), yet a NIOHTTP2 peer in that state treats any further frame (a WINDOW_UPDATE, a
+///   SETTINGS ack) as a protocol error and stops reading without closing.
 final class GoAwayObserver: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
     private let state: NIOLockedValueBox<HTTP2ClientConnection.State>
@@ -411,21 +414,32 @@ final class GoAwayObserver: ChannelInboundHandler, @unchecked Sendable {
                 state.goAwayLastStreamID = min(state.goAwayLastStreamID ?? last, last)
             }
             onGoAway()
+            if code != .noError { closeSoon(context) }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // NIOHTTP2 reports stream errors here too: the connection stays, but takes no new
-        // requests (after a connection error NIOHTTP2 has sent GOAWAY; the idle timer closes it).
+        // NIOHTTP2 reports stream errors here too: the connection stays, but takes no new requests.
         logger.debug("HTTP/2 error", metadata: ["error": "\(error)"])
         switch error {
         case is NIOHTTP2Errors.StreamClosed, is NIOHTTP2Errors.NoSuchStream, is NIOHTTP2Errors.ContentLengthViolated,
              is NIOHTTP2Errors.StreamError:
             return  // one stream's trouble, reported to that stream
+        case is NIOHTTP2Errors.IOOnClosedConnection:
+            state.withLockedValue { $0.usable = false }
+            onGoAway()
+            closeSoon(context)
         default:
+            // Also a request created after GOAWAY: the streams in flight carry on.
             state.withLockedValue { $0.usable = false }
             onGoAway()
         }
+    }
+
+    /// Closes the connection once the frames of this event loop tick are handled.
+    private func closeSoon(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.eventLoop.execute { channel.close(promise: nil) }
     }
 }
 

@@ -422,7 +422,8 @@ struct StreamDelegates: NIOHTTP2StreamDelegate {
 }
 
 /// Logs errors that reach the end of a connection's pipeline (a failed handshake, a protocol
-/// error, a stream error) so that they do not go unhandled; the server carries on.
+/// error, a stream error) so that they do not go unhandled; the server carries on, closing
+/// only a connection NIOHTTP2 has finished with.
 final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     let logger: Logger
@@ -434,5 +435,13 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
         // too (a reset stream must not take the connection down), and after a connection error
         // it has sent GOAWAY: the client closes, or the idle timeout does.
         logger.debug("connection error", metadata: ["error": "\(error)"])
+        // Except in one case: after this server's GOAWAY and its last stream, NIOHTTP2 takes any
+        // further frame (the client's WINDOW_UPDATE or SETTINGS ack, which cross the GOAWAY on the
+        // wire) for a protocol error: it answers GOAWAY(PROTOCOL_ERROR), stops reading, and would
+        // never close. There is nothing left to serve: close now (RFC 9113, section 5.4.1).
+        if error is NIOHTTP2Errors.IOOnClosedConnection {
+            let channel = context.channel
+            context.eventLoop.execute { channel.close(promise: nil) }
+        }
     }
 }

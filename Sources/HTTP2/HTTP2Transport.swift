@@ -12,9 +12,11 @@ import QUIC
 ///
 /// Requests to one origin share a connection, up to ``Configuration/maxConcurrentStreams`` at
 /// once (and the server's SETTINGS_MAX_CONCURRENT_STREAMS); further requests wait for a stream.
-/// GOAWAY from the server is handled transparently: the connection takes no new requests,
-/// requests the server did not process (stream ID above its last-stream-ID) are sent again on a
-/// new connection. Idle connections close after a timeout.
+/// GOAWAY from the server is handled transparently: the connection takes no new requests;
+/// requests that never left it, and requests the server did not process (REFUSED_STREAM, stream
+/// ID above its last-stream-ID), are sent again on another connection (a streamed body only if
+/// none of it was read yet); a request the server may have processed is sent again only if its
+/// method is idempotent. Idle connections close after a timeout.
 public final class HTTP2Transport: HTTPRoundTripper {
     /// Client settings.
     public struct Configuration: Sendable {
@@ -35,6 +37,12 @@ public final class HTTP2Transport: HTTPRoundTripper {
         /// waiting for their response head, and a new connection is opened while every open one
         /// is busy), so the load of one client reaches several instances behind a load balancer.
         public var maxConnectionsPerOrigin: Int = 1
+        /// How often one request is sent again after the server refused it (REFUSED_STREAM on a
+        /// connection it had not asked to leave) or after its connection ended before an
+        /// idempotent request was answered. Requests turned away only because their connection
+        /// was going away (never sent, above a GOAWAY's last-stream-ID, refused after GOAWAY)
+        /// go to another connection without using this budget (at most 32 times each).
+        public var maxRejectedRetries: Int = 8
 
         /// Creates settings with defaults.
         public init(tls: QUICTLSConfiguration = .makeClientConfiguration(applicationProtocols: ["h2"]),
@@ -66,6 +74,7 @@ public final class HTTP2Transport: HTTPRoundTripper {
         configuration.maxConcurrentStreams = max(1, configuration.maxConcurrentStreams)
         configuration.initialWindowSize = min(max(65535, configuration.initialWindowSize), Int(Int32.max))
         configuration.maxConnectionsPerOrigin = max(1, configuration.maxConnectionsPerOrigin)
+        configuration.maxRejectedRetries = max(0, configuration.maxRejectedRetries)
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
@@ -111,9 +120,9 @@ public final class HTTP2Transport: HTTPRoundTripper {
         case .none, .bytes: replayable = true
         case .source, .sequence: replayable = false
         }
-        var attempt = 0
+        var policy = HTTP2RetryPolicy(maxRejectedRetries: configuration.maxRejectedRetries)
+        let idempotent = HTTP2RetryPolicy.isIdempotent(request.method)
         while true {
-            attempt += 1
             let (connection, load, reused, connectTime) = try await pool.connection(for: origin) { _ in
                 try await HTTP2ClientConnection.connect(origin: origin, transport: self)
             }
@@ -123,10 +132,19 @@ public final class HTTP2Transport: HTTPRoundTripper {
             do {
                 return try await connection.send(request, body: body, options: options, reused: reused,
                                                  connectTime: connectTime, started: started, bodyUse: bodyUse)
-            } catch HTTPError.requestRejected where (replayable || !bodyUse.started) && attempt < 5 {
-                // GOAWAY or REFUSED_STREAM: the server did not process it. Try a fresh connection.
-                await pool.remove(connection)
-                continue
+            } catch let failure as HTTP2AttemptFailure {
+                // A connection that received GOAWAY (or closed) takes no new requests.
+                if !connection.isUsable { await pool.remove(connection) }
+                if Task.isCancelled { throw CancellationError() }
+                let bodyStarted = bodyUse.started
+                guard policy.shouldRetry(failure.fate, replayable: replayable, bodyStarted: bodyStarted,
+                                         idempotent: idempotent) else {
+                    throw HTTP2RetryPolicy.finalError(failure.fate, underlying: failure.underlying,
+                                                      bodyStarted: bodyStarted, replayable: replayable)
+                }
+                logger.debug("sending the request again", metadata: [
+                    "path": "\(request.path ?? "")", "why": "\(failure.fate)", "error": "\(failure.underlying)",
+                ])
             }
         }
     }

@@ -328,23 +328,23 @@ struct H3EndToEndTests {
         }
     }
 
-    @Test("h3 serve makes a self-signed certificate once, prints its fingerprint, and reuses it")
+    @Test("h3 serve makes a local certificate once, prints its fingerprint, and reuses it")
     func selfSignedCertificate() async throws {
         let cache = try scratchDirectory()
         let first = try await ServeProcess.start([ServedFiles.shared.root.path, "--cert-cache", cache.path])
         let certificate = cache.appendingPathComponent("localhost-cert.pem").path
         let pem = try String(contentsOfFile: certificate, encoding: .utf8)
         let fingerprint = try CertificateGenerator.inspect(certificatePEM: pem).sha256Fingerprint
-        #expect(first.log.contains("generated a self-signed certificate \(certificate)"))
+        #expect(first.log.contains("generated a local certificate \(certificate)"))
         #expect(first.log.contains("SHA-256 \(fingerprint)"))
         let keyMode = try FileManager.default.attributesOfItem(atPath: cache.appendingPathComponent("localhost-key.pem").path)[.posixPermissions] as? Int
         #expect(keyMode == 0o600)
-        // The generated certificate verifies as a trust anchor (localhost and 127.0.0.1 are in it).
+        // The generated chain file verifies as a trust anchor (localhost and 127.0.0.1 are in it).
         let fetched = try await runH3(["-sS", "--cacert", certificate, "\(first.url)/small.txt"])
         #expect(fetched.text == "hello h3\n", "\(fetched)")
         first.process.stop()
         let second = try await ServeProcess.start([ServedFiles.shared.root.path, "--cert-cache", cache.path])
-        #expect(second.log.contains("using the self-signed certificate \(certificate)"))
+        #expect(second.log.contains("using the local certificate \(certificate)"))
         #expect(second.log.contains("SHA-256 \(fingerprint)"))
     }
 

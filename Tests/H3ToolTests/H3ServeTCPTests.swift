@@ -1,4 +1,5 @@
 import Foundation
+import QUIC
 import QUICTestSupport
 import Testing
 
@@ -60,5 +61,31 @@ struct H3ServeTCPTests {
         let refused = try await runH3(["serve", "--alt-svc-port", "8443"])
         #expect(refused.status != 0, "\(refused)")
         #expect(refused.stderr.contains("go with --tcp"), "\(refused)")
+    }
+
+    @Test("the generated certificate works with --cacert over HTTP/2 (BoringSSL) and HTTP/3 (GnuTLS); an old self-signed cache is replaced")
+    func generatedCertificateOverHTTP2() async throws {
+        let cache = try scratchDirectory()
+        // A cache from before: a self-signed leaf, which BoringSSL does not take as its own trust anchor.
+        let old = try CertificateGenerator.makeLeaf(.init(commonName: "localhost", dnsNames: ["localhost"],
+                                                          ipAddresses: ["127.0.0.1", "::1"]), validDays: 365)
+        try old.certificatePEM.write(to: cache.appendingPathComponent("localhost-cert.pem"), atomically: true, encoding: .utf8)
+        try old.privateKeyPEM.write(to: cache.appendingPathComponent("localhost-key.pem"), atomically: true, encoding: .utf8)
+        let server = try await ServeProcess.start([files.root.path, "--cert-cache", cache.path, "--tcp"])
+        let certificate = cache.appendingPathComponent("localhost-cert.pem").path
+        let authority = cache.appendingPathComponent("localhost-ca.pem").path
+        #expect(server.log.contains("generated a local certificate \(certificate)"), "old cache replaced: \(server.log)")
+        #expect(server.log.contains("--cacert \(certificate)"), "the log says what to trust: \(server.log)")
+        for anchor in [certificate, authority] {
+            for mode in ["--http2", "--http3-only"] {
+                let run = try await runH3([mode, "-sS", "--cacert", anchor, "-w", "%{http_version}",
+                                           "https://localhost:\(server.port)/small.txt"])
+                #expect(run.status == 0, "\(mode) --cacert \(anchor): \(run)")
+                #expect(run.text == "hello h3\n" + (mode == "--http2" ? "2" : "3"), "\(mode): \(run)")
+            }
+        }
+        // By IP address too (127.0.0.1 is in the certificate).
+        let byAddress = try await runH3(["--http2", "-sS", "--cacert", certificate, "\(server.url)/small.txt"])
+        #expect(byAddress.text == "hello h3\n", "\(byAddress)")
     }
 }
