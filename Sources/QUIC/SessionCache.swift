@@ -50,7 +50,23 @@ public final class QUICSessionCache: Sendable, Hashable {
     public convenience init(contentsOf path: String, capacity: Int = 256, lifetime: Duration = .seconds(86_400)) throws(QUICError) {
         self.init(capacity: capacity, lifetime: lifetime)
         guard FileManager.default.fileExists(atPath: path) else { return }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .fileError("cannot read the session file \(path)")
+        }
+        try load(contentsOf: Array(data), path: path)
+    }
+
+    /// Creates a cache from the bytes of a file written by ``save(to:)``; `path` only names the
+    /// file in errors. The fuzz targets and their regression replay call this directly.
+    package convenience init(contentsOf bytes: [UInt8], path: String, capacity: Int = 256,
+                             lifetime: Duration = .seconds(86_400)) throws(QUICError) {
+        self.init(capacity: capacity, lifetime: lifetime)
+        try load(contentsOf: bytes, path: path)
+    }
+
+    /// Replaces the entries with those in `bytes`, all or nothing.
+    private func load(contentsOf bytes: [UInt8], path: String) throws(QUICError) {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             throw .fileError("cannot read the session file \(path)")
         }
         var loaded: [(String, QUICSessionTicket)] = []
