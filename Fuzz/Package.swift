@@ -16,10 +16,13 @@ let package = Package(
         // (fuzz) would otherwise give both packages the same identity.
         .package(path: "Dependencies/swift-h3"),
     ],
-    targets: targets.map { name in
+    targets: [
+        // Declares libFuzzer's LLVMFuzzerRunDriver, which each target's entry point calls.
+        .target(name: "CFuzzerDriver"),
+    ] + targets.map { name in
         .executableTarget(
             name: name,
-            dependencies: [.product(name: "FuzzEntryPoints", package: "swift-h3")],
+            dependencies: ["CFuzzerDriver", .product(name: "FuzzEntryPoints", package: "swift-h3")],
             path: "Sources/\(name)"
         )
     }
