@@ -14,35 +14,40 @@ package enum H3ToolFuzzing {
         package var urls: Int
     }
 
-    /// Parses `arguments` (without the program name) as `h3` does before running, and passes
-    /// each argument through the curl-style sub-parsers: URLs (and a redirect resolved against
-    /// the first one), `--resolve` entries, `-w` templates, and the file server's Range,
-    /// If-None-Match, If-Range and date parsers.
-    package static func parse(_ arguments: [String]) -> Outcome {
-        var outcome = Outcome(accepted: true, message: "", urls: 0)
+    /// Parses `arguments` (without the program name) as `h3` does before running, with
+    /// validation; nothing runs.
+    package static func parseCommandLine(_ arguments: [String]) -> Outcome {
         do {
             _ = try H3.parseAsRoot(arguments)
+            return Outcome(accepted: true, message: "", urls: 0)
         } catch {
-            outcome.accepted = false
             let message = H3.message(for: error).split(separator: "\n").first.map(String.init) ?? ""
-            outcome.message = message.isEmpty ? "bad usage" : message
+            return Outcome(accepted: false, message: message.isEmpty ? "bad usage" : message, urls: 0)
         }
+    }
+
+    /// Passes each value through the curl-style sub-parsers: URLs (and each later one as a
+    /// redirect resolved against the first), `--resolve` entries, `-w` templates, and the file
+    /// server's Range, If-None-Match, If-Range and date parsers. Always accepted (these parsers
+    /// answer nil or "ignore" for bad input); `urls` says how many values were URLs.
+    package static func parseValues(_ values: [String]) -> Outcome {
+        var outcome = Outcome(accepted: true, message: "", urls: 0)
         var base: TargetURL?
-        for argument in arguments.prefix(64) {
-            if let url = try? TargetURL(parsing: argument) {
+        for value in values.prefix(64) {
+            if let url = try? TargetURL(parsing: value) {
                 outcome.urls += 1
                 _ = url.authority
                 _ = url.remoteFileName
-                if let base { _ = try? base.resolving(location: argument) } else { base = url }
+                if let base { _ = try? base.resolving(location: value) } else { base = url }
             }
-            _ = Fetch.parseResolve(argument)
-            _ = WriteOut.render(argument, sampleReport)
-            _ = HTTPDate.parse(argument)
-            for size: Int64 in [0, 1, 1000, Int64.max] { _ = FileServer.parseRange(argument, size: size) }
-            _ = FileServer.etagListMatches(argument, "\"abc\"")
-            _ = FileServer.ifRangeAllows(argument, etag: "\"abc\"", mtime: 784_111_777)
-            _ = FileServer.pathOnly(argument)
-            _ = FileServer.escapeHTML(argument)
+            _ = Fetch.parseResolve(value)
+            _ = WriteOut.render(value, sampleReport)
+            _ = HTTPDate.parse(value)
+            for size: Int64 in [0, 1, 1000, Int64.max] { _ = FileServer.parseRange(value, size: size) }
+            _ = FileServer.etagListMatches(value, "\"abc\"")
+            _ = FileServer.ifRangeAllows(value, etag: "\"abc\"", mtime: 784_111_777)
+            _ = FileServer.pathOnly(value)
+            _ = FileServer.escapeHTML(value)
         }
         return outcome
     }

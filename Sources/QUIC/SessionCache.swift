@@ -36,7 +36,7 @@ public final class QUICSessionCache: Sendable, Hashable {
     public let capacity: Int
     /// How long a ticket is used after it arrived.
     public let lifetime: Duration
-    private let entries = NIOLockedValueBox<[(key: String, ticket: QUICSessionTicket)]>([])
+    let entries = NIOLockedValueBox<[(key: String, ticket: QUICSessionTicket)]>([])
     private let tokens = NIOLockedValueBox<[(key: String, token: [UInt8], received: Int)]>([])
 
     /// Creates an empty cache.
