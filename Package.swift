@@ -22,6 +22,8 @@ let package = Package(
         .executable(name: "h3-netsim", targets: ["h3-netsim"]),
         .executable(name: "interop-endpoint", targets: ["InteropEndpoint"]),
         .executable(name: "h3-bench", targets: ["H3Bench"]),
+        // The per-input functions of the fuzz targets in Fuzz/ (a separate package).
+        .library(name: "FuzzEntryPoints", targets: ["FuzzEntryPoints"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -232,6 +234,20 @@ let package = Package(
         .testTarget(
             name: "NetSimTests",
             dependencies: ["NetSim"],
+            swiftSettings: strictSettings
+        ),
+        // What each libFuzzer target in Fuzz/ does with one input; the regression tests replay
+        // Fuzz/Corpus and Fuzz/Regressions through the same functions.
+        .target(
+            name: "FuzzEntryPoints",
+            dependencies: ["HTTPAPI", "QUIC", "H3Tool", "HTTP3",
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FuzzRegressionTests",
+            dependencies: ["FuzzEntryPoints"],
             swiftSettings: strictSettings
         ),
         // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.

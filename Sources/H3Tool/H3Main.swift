@@ -54,12 +54,17 @@ public enum H3Main {
             exit(error.rawValue)
         } catch {
             let code = H3.exitCode(for: error)
+            // `--help` after a subcommand comes back from run() as a help request, not from the parse.
+            if code == .success {
+                print(H3.fullMessage(for: error))
+                exit(0)
+            }
             if code == .validationFailure {
                 Console.error("h3: \(H3.message(for: error)) (see h3 --help)")
                 exit(ToolError.usage)
             }
             Console.error("h3: \(error)")
-            exit(code == .success ? 0 : 1)
+            exit(1)
         }
     }
 }

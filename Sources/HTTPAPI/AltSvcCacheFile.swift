@@ -58,6 +58,17 @@ public enum AltSvcCacheFile {
                 throw AltSvcCacheFileError(path: path, reason: "larger than \(maxFileSize) bytes")
             }
         }
+        try load(contentsOf: bytes, path: path, into: &cache, now: now)
+    }
+
+    /// Parses the bytes of a cache file (what ``load(_:into:now:)`` read from `path`, which only
+    /// names the file in errors) into `cache`, all or nothing. The fuzz targets and their
+    /// regression replay call this directly.
+    package static func load(contentsOf bytes: [UInt8], path: String, into cache: inout AltSvcCache,
+                             now: Double) throws(AltSvcCacheFileError) {
+        guard bytes.count <= maxFileSize else {
+            throw AltSvcCacheFileError(path: path, reason: "larger than \(maxFileSize) bytes")
+        }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw AltSvcCacheFileError(path: path, reason: "not UTF-8 text")
         }

@@ -90,17 +90,29 @@ private final class PrivateKey {
     let handle: gnutls_x509_privkey_t
 
     init() throws(QUICError) {
-        var key: gnutls_x509_privkey_t?
-        guard gnutls_x509_privkey_init(&key) == 0, let key else { throw .internalError("gnutls_x509_privkey_init failed") }
-        handle = key
         // GNUTLS_CURVE_TO_BITS(curve) is a function-like macro: the top bit marks a curve number.
         let bits = UInt32(1) << 31 | GNUTLS_ECC_CURVE_SECP256R1.rawValue
         // GnuTLS 3.7 writes the private scalar as a signed integer: 33 bytes with a leading
         // zero when the top bit is set, 31 when the top byte is zero. Stricter parsers (Python's
         // cryptography, so aioquic) want exactly 32: draw again until it is exactly 32 bytes.
-        for _ in 0..<64 {
-            try CertificateGenerator.check(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, bits, 0), "key generation")
-            if Self.hasPortableEncoding(key) { break }
+        // Each draw gets a fresh key: generating into the same key again leaked the previous
+        // draw's parameters (found by LeakSanitizer in Fuzz/).
+        var attempts = 0
+        while true {
+            var key: gnutls_x509_privkey_t?
+            guard gnutls_x509_privkey_init(&key) == 0, let key else { throw .internalError("gnutls_x509_privkey_init failed") }
+            do {
+                try CertificateGenerator.check(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, bits, 0), "key generation")
+            } catch {
+                gnutls_x509_privkey_deinit(key)
+                throw error
+            }
+            attempts += 1
+            if attempts == 64 || Self.hasPortableEncoding(key) {
+                handle = key
+                return
+            }
+            gnutls_x509_privkey_deinit(key)
         }
     }
 

@@ -498,6 +498,8 @@ package final class ConnectionCore: @unchecked Sendable {
     /// host has more than one socket.
     func receive(_ datagram: InboundDatagram, local: SocketAddress? = nil) {
         eventLoop.preconditionInEventLoop()
+        // An empty datagram holds no packet (ngtcp2's decoders assert a non-zero length).
+        guard datagram.buffer.readableBytes > 0 else { return }
         switch state {
         case .closing:
             // Answer packets in the closing period with our CONNECTION_CLOSE, a few times.

@@ -109,6 +109,17 @@ public final class QUICListener: Sendable {
         }.get()
     }
 
+    /// Hands `bytes` to the endpoint as if they had arrived on its socket from `remoteAddress`,
+    /// and returns once the endpoint has handled them. Replies go out through the real socket.
+    /// The datagram fuzz target (`Fuzz/`, `FuzzEntryPoints`) uses this to skip the network.
+    package func receive(datagram bytes: [UInt8], from remoteAddress: SocketAddress) async throws {
+        let endpoint = self.endpoint
+        try await endpoint.eventLoop.submit {
+            let datagram = InboundDatagram(buffer: ByteBuffer(bytes: bytes), remoteAddress: remoteAddress)
+            endpoint.socket(endpoint.socket, didReceive: datagram)
+        }.get()
+    }
+
     /// Drops every connection's state without telling the peers (tests of stateless reset).
     package func abandonAllConnections() async throws {
         let endpoint = self.endpoint

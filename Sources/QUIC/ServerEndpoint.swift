@@ -161,6 +161,13 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     // MARK: UDPSocketDelegate
 
     package func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
+        // An empty datagram (valid UDP) holds no packet, and ngtcp2_pkt_decode_version_cid
+        // asserts a non-zero length: Debian's libngtcp2 keeps its assertions, so it would abort
+        // the process. UDPSocket drops empty reads today; the endpoint does not rely on that.
+        guard datagram.buffer.readableBytes > 0 else {
+            statistics.droppedDatagrams += 1
+            return
+        }
         // The IDs are copied out while the datagram's bytes are in scope: `ngtcp2_version_cid`
         // points into them.
         let (rv, destination, source) = datagram.buffer.withUnsafeReadableBytes { raw -> (Int32, ConnectionID, ConnectionID) in

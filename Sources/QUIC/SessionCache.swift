@@ -1,3 +1,4 @@
+internal import CGnuTLS
 import Foundation
 import NIOConcurrencyHelpers
 
@@ -36,7 +37,7 @@ public final class QUICSessionCache: Sendable, Hashable {
     public let capacity: Int
     /// How long a ticket is used after it arrived.
     public let lifetime: Duration
-    private let entries = NIOLockedValueBox<[(key: String, ticket: QUICSessionTicket)]>([])
+    let entries = NIOLockedValueBox<[(key: String, ticket: QUICSessionTicket)]>([])
     private let tokens = NIOLockedValueBox<[(key: String, token: [UInt8], received: Int)]>([])
 
     /// Creates an empty cache.
@@ -50,7 +51,23 @@ public final class QUICSessionCache: Sendable, Hashable {
     public convenience init(contentsOf path: String, capacity: Int = 256, lifetime: Duration = .seconds(86_400)) throws(QUICError) {
         self.init(capacity: capacity, lifetime: lifetime)
         guard FileManager.default.fileExists(atPath: path) else { return }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .fileError("cannot read the session file \(path)")
+        }
+        try load(contentsOf: Array(data), path: path)
+    }
+
+    /// Creates a cache from the bytes of a file written by ``save(to:)``; `path` only names the
+    /// file in errors. The fuzz targets and their regression replay call this directly.
+    package convenience init(contentsOf bytes: [UInt8], path: String, capacity: Int = 256,
+                             lifetime: Duration = .seconds(86_400)) throws(QUICError) {
+        self.init(capacity: capacity, lifetime: lifetime)
+        try load(contentsOf: bytes, path: path)
+    }
+
+    /// Replaces the entries with those in `bytes`, all or nothing.
+    private func load(contentsOf bytes: [UInt8], path: String) throws(QUICError) {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             throw .fileError("cannot read the session file \(path)")
         }
         var loaded: [(String, QUICSessionTicket)] = []
@@ -65,8 +82,13 @@ public final class QUICSessionCache: Sendable, Hashable {
                 loadedTokens.append((key, Array(token), received))
                 continue
             }
-            guard fields.count == 4, let received = Int(fields[1]),
-                  let session = Data(base64Encoded: String(fields[2])), let parameters = Data(base64Encoded: String(fields[3])),
+            // A ticket line from before the checksum: skipped (the next connection is a full handshake).
+            if fields.count == 4 { continue }
+            // The checksum guards GnuTLS: it trusts the length fields inside a session it is
+            // handed, and a damaged one made it allocate 51 GB and crash (found by Fuzz/).
+            guard fields.count == 5, Self.checksum(fields[0..<4].joined(separator: " ")) == fields[4],
+                  let received = Int(fields[1]),
+                  let session = Data(base64Encoded: String(fields[2])), let parameters = fields[3] == "=" ? Data() : Data(base64Encoded: String(fields[3])),
                   let key = String(fields[0]).removingPercentEncoding else {
                 throw .fileError("the session file \(path) is damaged")
             }
@@ -77,13 +99,29 @@ public final class QUICSessionCache: Sendable, Hashable {
         tokens.withLockedValue { $0 = Array(loadedTokens.suffix(self.capacity)) }
     }
 
+    /// The SHA-256 of a ticket line's fields, as unpadded hex: a damaged line does not match.
+    static func checksum(_ fields: String) -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var bytes = Array(fields.utf8)
+        let rv = bytes.withUnsafeMutableBytes { raw in
+            digest.withUnsafeMutableBytes { out in
+                gnutls_hash_fast(GNUTLS_DIG_SHA256, raw.baseAddress, raw.count, out.baseAddress)
+            }
+        }
+        guard rv == 0 else { return "" }
+        let hex = Array("0123456789abcdef".utf8)
+        return String(decoding: digest.flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
+    }
+
     /// Writes the cache to a file readable only by its owner.
     public func save(to path: String) throws(QUICError) {
-        var text = "# swift-h3 QUIC session tickets: server, received, TLS session, transport parameters\n"
+        var text = "# swift-h3 QUIC session tickets: server, received, TLS session, transport parameters, SHA-256 of those\n"
         for (key, ticket) in entries.withLockedValue({ $0 }) {
             let name = key.addingPercentEncoding(withAllowedCharacters: .urlHostAllowed) ?? key
-            text += "\(name) \(ticket.received) \(Data(ticket.tlsSession).base64EncodedString()) "
-                + "\(Data(ticket.transportParameters).base64EncodedString())\n"
+            // "=" for no parameters keeps the field (an empty one would vanish when split).
+            let parameters = ticket.transportParameters.isEmpty ? "=" : Data(ticket.transportParameters).base64EncodedString()
+            let fields = "\(name) \(ticket.received) \(Data(ticket.tlsSession).base64EncodedString()) \(parameters)"
+            text += "\(fields) \(Self.checksum(fields))\n"
         }
         for (key, token, received) in tokens.withLockedValue({ $0 }) {
             let name = key.addingPercentEncoding(withAllowedCharacters: .urlHostAllowed) ?? key

@@ -34,6 +34,15 @@ package struct InboundDatagram {
     package var buffer: ByteBuffer
     package var remoteAddress: SocketAddress
     package var ecn: NIOExplicitCongestionNotificationState
+
+    /// Creates a received datagram (the socket does; so does the datagram fuzz target, which
+    /// hands its inputs to an endpoint without a network).
+    package init(buffer: ByteBuffer, remoteAddress: SocketAddress,
+                 ecn: NIOExplicitCongestionNotificationState = .transportNotCapable) {
+        self.buffer = buffer
+        self.remoteAddress = remoteAddress
+        self.ecn = ecn
+    }
 }
 
 /// Receives what a ``UDPSocket`` reads. All calls happen on the socket's event loop.

@@ -9,6 +9,16 @@ import Testing
 struct H3EndToEndTests {
     let files = ServedFiles.shared
 
+    @Test("--help prints the usage and exits 0, for the client and for serve")
+    func help() async throws {
+        for arguments in [["--help"], ["serve", "--help"], ["fetch", "--help"]] {
+            let run = try await runH3(arguments, timeout: 30)
+            #expect(run.status == 0, "h3 \(arguments.joined(separator: " ")): \(run)")
+            #expect(run.text.contains("USAGE:"), "h3 \(arguments.joined(separator: " ")) printed: \(run.text.prefix(300))")
+            #expect(!run.stderr.contains("CommandError"), "\(run)")
+        }
+    }
+
     @Test("downloads are byte-exact with -o and -O; two URLs share one connection")
     func downloads() async throws {
         let server = try await ServeProcess.files()

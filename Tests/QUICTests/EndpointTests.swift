@@ -115,6 +115,25 @@ struct EndpointTests {
         }
     }
 
+    @Test("an empty datagram handed to the endpoint is dropped (ngtcp2 would assert), and the server still serves")
+    func emptyDatagram() async throws {
+        let server = try await EchoServer(configuration: serverConfiguration())
+        defer { Task { await server.close() } }
+        let peer = try SocketAddress(ipAddress: "127.0.0.1", port: 9)
+        // Past the socket, which drops empty reads itself: found by Fuzz/ (endpoint-datagram).
+        try await server.listener.receive(datagram: [], from: peer)
+        let stats = try await server.listener.statistics()
+        #expect(stats.droppedDatagrams == 1)
+        try await withTimeout(10) {
+            let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())
+            let stream = try await connection.openStream()
+            try await stream.write(Array("ok".utf8))
+            try await stream.finish()
+            #expect(String(buffer: try await stream.readAll(limit: 10)) == "ok")
+            await connection.close()
+        }
+    }
+
     @Test("a server that lost the connection answers with a stateless reset")
     func statelessReset() async throws {
         let server = try await EchoServer(configuration: serverConfiguration())

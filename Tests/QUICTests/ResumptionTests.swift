@@ -77,6 +77,20 @@ struct ResumptionTests {
         let stale = QUICSessionCache(lifetime: .seconds(10))
         stale.store(QUICSessionTicket(tlsSession: [1], transportParameters: [1], received: now - 60), for: "a:1")
         #expect(stale.ticket(for: "a:1") == nil, "expired tickets are not used")
+        // A ticket whose bytes changed fails its checksum, so GnuTLS never sees it (a damaged
+        // session once made gnutls_session_set_data allocate 51 GB and crash: Fuzz/Regressions).
+        let saved = try String(contentsOfFile: path, encoding: .utf8)
+        let damaged = saved.replacingOccurrences(of: " Bg== ", with: " Bw== ")  // the session [6] -> [7]
+        #expect(damaged != saved)
+        try damaged.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: QUICError.self) { _ = try QUICSessionCache(contentsOf: path) }
+        // Lines from before the checksum are skipped, not refused; empty parameters survive.
+        let empty = QUICSessionCache()
+        empty.store(QUICSessionTicket(tlsSession: [1], transportParameters: [], received: now), for: "e:443")
+        try empty.save(to: path)
+        #expect(try QUICSessionCache(contentsOf: path).ticket(for: "e:443")?.transportParameters == [])
+        try "old:443 \(now) AQ== Ag==\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try QUICSessionCache(contentsOf: path).count == 0)
         try "garbage line\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: QUICError.self) { _ = try QUICSessionCache(contentsOf: path) }
     }
