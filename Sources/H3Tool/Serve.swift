@@ -32,6 +32,10 @@ struct Serve: AsyncParsableCommand {
     var cert: String?
     @Option(help: ArgumentHelp("The certificate's private key (PEM).", valueName: "file"))
     var key: String?
+    @Option(name: .customLong("client-ca"),
+            help: ArgumentHelp("Require a client certificate signed by a CA in this PEM file (mutual TLS).",
+                               valueName: "file"))
+    var clientCA: String?
     @Option(name: .customLong("cert-cache"),
             help: ArgumentHelp("Where the generated certificate is kept.", valueName: "dir"))
     var certificateCache: String?
@@ -107,8 +111,15 @@ struct Serve: AsyncParsableCommand {
                           + "SHA-256 \(cached.fingerprint); clients: --cacert \(cached.certificatePath)")
         }
 
-        let tls = QUICTLSConfiguration.makeServerConfiguration(
+        var tls = QUICTLSConfiguration.makeServerConfiguration(
             certificateChain: .file(certificatePath), privateKey: .file(keyPath), applicationProtocols: ["h3"])
+        if let clientCA {
+            guard FileManager.default.isReadableFile(atPath: clientCA) else {
+                throw ToolError(ToolError.readError, "cannot read the client CA file \(clientCA)")
+            }
+            tls.clientAuthentication = .required
+            tls.trustRoots = .certificates(.file(clientCA))
+        }
         let shutdownAfter = Duration.milliseconds(Int64(shutdownTimeout * 1000))
         var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls, gracefulShutdownTimeout: shutdownAfter)
         configuration.quic.requireAddressValidation = retry

@@ -318,6 +318,28 @@ struct H3EndToEndTests {
         }
     }
 
+    @Test("--cert/--key against h3 serve --client-ca: refused without a certificate, served with one, over HTTP/3 and HTTP/2")
+    func clientCertificate() async throws {
+        let pki = TestPKI.shared
+        let server = try await ServeProcess.start([files.root.path, "--cert", pki.certFile, "--key", pki.keyFile,
+                                                   "--client-ca", pki.caFile, "--tcp"])
+        let client = try CertificateGenerator.makeLeaf(.init(commonName: "h3 test client"), issuer: pki.ca)
+        let directory = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certFile = directory.appendingPathComponent("client-cert.pem").path
+        let keyFile = directory.appendingPathComponent("client-key.pem").path
+        try client.certificatePEM.write(toFile: certFile, atomically: true, encoding: .utf8)
+        try client.privateKeyPEM.write(toFile: keyFile, atomically: true, encoding: .utf8)
+        for mode in ["--http3-only", "--http2"] {
+            let refused = try await runH3(trust + ["-sS", mode, "\(server.url)/small.txt"])
+            #expect(refused.status != 0 && refused.text.isEmpty, "\(mode) without a certificate: \(refused)")
+            let served = try await runH3(trust + ["-sS", mode, "--cert", certFile, "--key", keyFile, "\(server.url)/small.txt"])
+            #expect(served.status == 0 && served.text == "hello h3\n", "\(mode) with a certificate: \(served)")
+        }
+        let missing = try await runH3(["serve", files.root.path, "--client-ca", directory.appendingPathComponent("nope.pem").path])
+        #expect(missing.status == 26 && missing.stderr.contains("client CA"), "\(missing)")
+    }
+
     @Test("-Z runs transfers concurrently on one connection and prints bodies in URL order")
     func parallel() async throws {
         let server = try await ServeProcess.files()
