@@ -1,4 +1,5 @@
 import Foundation
+import NetSim
 import NIOCore
 import QUIC
 import QUICTestSupport
@@ -382,8 +383,8 @@ struct H3EndToEndTests {
 
     @Test("SIGTERM stops h3 serve gracefully: the download in flight completes")
     func gracefulShutdown() async throws {
-        // A 24 MB transfer that must finish within h3 serve's 10 s shutdown grace: one heavy
-        // test at a time, or a loaded machine stretches it past the grace.
+        // A 24 MB transfer that must finish within h3 serve's shutdown grace: one heavy test at
+        // a time, or a loaded machine stretches it.
         try await HeavyTestGate.shared.run { try await Self.gracefulShutdownBody() }
     }
 
@@ -394,9 +395,17 @@ struct H3EndToEndTests {
         for _ in 0..<96 { data.append(contentsOf: generator.next(256 << 10).readableBytesView) }  // 24 MiB
         try data.write(to: big.appendingPathComponent("big.bin"))
         let pki = TestPKI.shared
-        let server = try await ServeProcess.start([big.path, "--cert", pki.certFile, "--key", pki.keyFile])
+        let server = try await ServeProcess.start([big.path, "--cert", pki.certFile, "--key", pki.keyFile,
+                                                   "--shutdown-timeout", "60"])
+        // A relay limited to 8 MB/s towards the client keeps the download in flight for about
+        // 3 s (on loopback it would end before the signal arrives).
+        var relayConfiguration = NetworkSimulator.Configuration(listen: try NetworkAddress(host: "127.0.0.1", port: 0),
+                                                                server: try NetworkAddress(host: "127.0.0.1", port: UInt16(server.port)))
+        relayConfiguration.toClient.rateBytesPerSecond = 8_000_000
+        let relay = try NetworkSimulator.start(relayConfiguration)
+        defer { relay.stop() }
         let out = big.appendingPathComponent("download").path
-        let client = try PeerProcess(h3Binary, trust + ["-sS", "-o", out, "\(server.url)/big.bin"],
+        let client = try PeerProcess(h3Binary, trust + ["-sS", "-o", out, "https://127.0.0.1:\(relay.listenAddress.port)/big.bin"],
                                      directory: pki.directory)
         // Wait until bytes flow, then ask the server to stop.
         for _ in 0..<400 {
