@@ -217,6 +217,11 @@ struct EndToEndTests {
             for request in requests {
                 #expect(try await request.value == "slow done")
             }
+            // The handler counts a request as completed after its last write returns, which
+            // may be a moment after the client has the whole response.
+            for _ in 0..<250 where await fixture.observations.completed < 10 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             #expect(await fixture.observations.completed == 10)
             // The server is gone: a new request fails rather than hangs.
             let (fresh, shutdown) = fixture.makeClient()
