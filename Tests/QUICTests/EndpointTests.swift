@@ -193,7 +193,9 @@ struct EndpointTests {
         }
         #expect(result == .invalidToken)
         let stats = try await server.listener.statistics()
-        #expect(stats.invalidTokens == 1)
+        // At least one: under load the client may repeat its Initial (same forged token) before
+        // the refusal arrives, and each copy is refused.
+        #expect(stats.invalidTokens >= 1)
         #expect(stats.openConnections == 0)
     }
 
@@ -239,7 +241,8 @@ struct EndpointTests {
             await first.close()
         }
         let stats = try await server.listener.statistics()
-        #expect(stats.refusedConnections == 1)
+        // At least one: a client that repeats its Initial under load is refused for each copy.
+        #expect(stats.refusedConnections >= 1)
     }
 
     @Test("connection IDs are issued, routed, and retired when the client migrates")
