@@ -463,8 +463,3 @@ public final class HTTPClient: HTTPRoundTripper {
         }
     }
 }
-
-extension HTTPField.Name {
-    /// `Alt-Svc` (RFC 7838).
-    static let altSvc = HTTPField.Name("alt-svc")!
-}

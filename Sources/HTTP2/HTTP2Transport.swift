@@ -100,7 +100,7 @@ public final class HTTP2Transport: HTTPRoundTripper {
         let origin = try HTTP2Origin(request)
         let started = ContinuousClock.now
         if let timeout = options.timeout {
-            return try await http2Deadline(timeout) {
+            return try await withRequestDeadline(timeout) {
                 try await self.send(request, body: body, options: options, origin: origin, started: started)
             }
         }
@@ -228,16 +228,3 @@ struct HTTP2Origin: Hashable, Sendable, CustomStringConvertible {
     var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-/// Runs `body`, failing with ``HTTPError/requestTimeout`` after `timeout`.
-func http2Deadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            throw HTTPError.requestTimeout
-        }
-        defer { group.cancelAll() }
-        guard let result = try await group.next() else { throw HTTPError.requestTimeout }
-        return result
-    }
-}

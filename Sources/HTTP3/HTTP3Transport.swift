@@ -86,7 +86,7 @@ public final class HTTP3Transport: HTTPRoundTripper {
         let origin = alternative.map { direct.via(host: $0.host, port: $0.port) } ?? direct
         let started = ContinuousClock.now
         if let timeout = options.timeout {
-            return try await withDeadline(timeout) {
+            return try await withRequestDeadline(timeout) {
                 try await self.send(request, body: body, options: options, origin: origin, started: started)
             }
         }
@@ -256,20 +256,6 @@ struct Origin: Hashable, Sendable, CustomStringConvertible {
     }
 
     var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-}
-
-/// Runs `body`, failing with ``HTTPError/requestTimeout`` after `timeout`.
-func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            throw HTTPError.requestTimeout
-        }
-        defer { group.cancelAll() }
-        guard let result = try await group.next() else { throw HTTPError.requestTimeout }
-        return result
-    }
 }
 
 /// A request failed before any of it was sent (no stream was opened): safe to send elsewhere.

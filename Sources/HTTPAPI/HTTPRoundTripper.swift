@@ -143,3 +143,8 @@ public struct HTTPClientResponse: Sendable {
         self.metadata = metadata
     }
 }
+
+extension HTTPField.Name {
+    /// `Alt-Svc` (RFC 7838). A constant, valid field name: the initializer cannot fail.
+    package static let altSvc = HTTPField.Name("alt-svc")!
+}

@@ -131,8 +131,3 @@ public final class HTTPServer: Sendable {
         _ = await (udp, tcp)
     }
 }
-
-extension HTTPField.Name {
-    /// `Alt-Svc` (RFC 7838).
-    static var altSvc: HTTPField.Name { HTTPField.Name("alt-svc")! }
-}
