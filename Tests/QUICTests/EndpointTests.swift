@@ -105,7 +105,7 @@ struct EndpointTests {
         let stats = try await server.listener.statistics()
         #expect(stats.openConnections == 0)
         #expect(stats.droppedDatagrams > 0)
-        try await withTimeout(10) {
+        try await withTimeout(30) {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())
             let stream = try await connection.openStream()
             try await stream.write(Array("ok".utf8))
@@ -124,7 +124,7 @@ struct EndpointTests {
         try await server.listener.receive(datagram: [], from: peer)
         let stats = try await server.listener.statistics()
         #expect(stats.droppedDatagrams == 1)
-        try await withTimeout(10) {
+        try await withTimeout(30) {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())
             let stream = try await connection.openStream()
             try await stream.write(Array("ok".utf8))
@@ -138,7 +138,7 @@ struct EndpointTests {
     func statelessReset() async throws {
         let server = try await EchoServer(configuration: serverConfiguration())
         defer { Task { await server.close() } }
-        try await withTimeout(10) {
+        try await withTimeout(30) {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())
             try await server.listener.abandonAllConnections()
             // Any packet provokes the reset; the write itself may already see it.
@@ -158,7 +158,7 @@ struct EndpointTests {
     func retryValidToken() async throws {
         let server = try await EchoServer(configuration: serverConfiguration { $0.requireAddressValidation = true })
         defer { Task { await server.close() } }
-        try await withTimeout(10) {
+        try await withTimeout(30) {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())
             let stream = try await connection.openStream()
             try await stream.write(Array("validated".utf8))
@@ -179,7 +179,7 @@ struct EndpointTests {
         let server = try await EchoServer(configuration: serverConfiguration { $0.requireAddressValidation = true })
         defer { Task { await server.close() } }
         let forged = [UInt8(0xb6)] + secureRandomBytes(90)
-        let result = try await withTimeout(10) { () -> QUICError? in
+        let result = try await withTimeout(30) { () -> QUICError? in
             do {
                 let core = try await QUICClient.connectCore(
                     host: "127.0.0.1", port: server.port, configuration: clientConfiguration(), socketOptions: .init(),
@@ -230,7 +230,7 @@ struct EndpointTests {
     func connectionLimit() async throws {
         let server = try await EchoServer(configuration: serverConfiguration { $0.maxConnections = 1 })
         defer { Task { await server.close() } }
-        try await withTimeout(10) {
+        try await withTimeout(30) {
             let first = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())
             await #expect {
                 _ = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: clientConfiguration())

@@ -51,7 +51,7 @@ struct FailureTests {
         var configuration = clientConfiguration(serverName: "wrong.example.com")
         configuration.tls.trustRoots = .system
         configuration.tls.certificateVerification = .insecureNoVerification
-        try await withTimeout(10) { [configuration] in
+        try await withTimeout(30) { [configuration] in
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: configuration)
             #expect(connection.negotiatedApplicationProtocol == "test")
             await connection.close()
@@ -136,7 +136,7 @@ struct FailureTests {
                 return
             }
         }
-        try await withTimeout(10) {
+        try await withTimeout(30) {
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: listener.localAddress.port ?? 0,
                                                           configuration: clientConfiguration())
             let error = await connection.waitUntilClosed()
@@ -156,7 +156,7 @@ struct FailureTests {
         defer { Task { await server.close() } }
         // Without a certificate the server refuses. In TLS 1.3 the client's side of the
         // handshake may finish first; the server's refusal then closes the connection.
-        let refusal = try await withTimeout(10) { () -> QUICError? in
+        let refusal = try await withTimeout(30) { () -> QUICError? in
             do {
                 let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port,
                                                               configuration: clientConfiguration())
@@ -175,7 +175,7 @@ struct FailureTests {
         var configuration = clientConfiguration()
         configuration.tls.certificateChain = .pem(clientCert.certificatePEM)
         configuration.tls.privateKey = .pem(clientCert.privateKeyPEM)
-        try await withTimeout(10) { [configuration] in
+        try await withTimeout(30) { [configuration] in
             let connection = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: configuration)
             await connection.close()
         }
