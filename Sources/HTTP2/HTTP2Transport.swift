@@ -109,17 +109,9 @@ public final class HTTP2Transport: HTTPRoundTripper {
 
     private func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, origin: HTTP2Origin,
                       started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
-        var request = request
-        if request.scheme == nil { request.scheme = "https" }
-        if let length = body?.length, request.headerFields[.contentLength] == nil, request.method != .get || length > 0 {
-            request.headerFields[.contentLength] = String(length)
-        }
+        let request = request.preparedForSending(body: body)
         // A body that is not bytes in memory cannot be sent twice, unless nothing of it was read yet.
-        let replayable: Bool
-        switch body?.storage {
-        case .none, .bytes: replayable = true
-        case .source, .sequence: replayable = false
-        }
+        let replayable = body?.isReplayable ?? true
         var policy = HTTP2RetryPolicy(maxRejectedRetries: configuration.maxRejectedRetries)
         let idempotent = HTTP2RetryPolicy.isIdempotent(request.method)
         while true {

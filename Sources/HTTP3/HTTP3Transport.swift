@@ -95,17 +95,9 @@ public final class HTTP3Transport: HTTPRoundTripper {
 
     private func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, origin: Origin,
                       started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
-        var request = request
-        if request.scheme == nil { request.scheme = "https" }
-        if let length = body?.length, request.headerFields[.contentLength] == nil, request.method != .get || length > 0 {
-            request.headerFields[.contentLength] = String(length)
-        }
+        let request = request.preparedForSending(body: body)
         // A body that is not bytes in memory cannot be sent twice.
-        let replayable: Bool
-        switch body?.storage {
-        case .none, .bytes: replayable = true
-        case .source, .sequence: replayable = false
-        }
+        let replayable = body?.isReplayable ?? true
         var retries = 0
         while true {
             let (connection, _, reused, connectTime) = try await pool.connection(for: origin) { load in

@@ -165,3 +165,26 @@ private final class IteratorBox<Iterator: AsyncIteratorProtocol>: @unchecked Sen
         return try await copy.next()
     }
 }
+
+extension HTTPBody {
+    /// Whether the body is bytes in memory (or empty), so that it can be sent again.
+    package var isReplayable: Bool {
+        switch storage {
+        case .bytes: return true
+        case .source, .sequence: return false
+        }
+    }
+}
+
+extension HTTPRequest {
+    /// The request as both transports send it: scheme `https` when none is set, and a
+    /// `Content-Length` from the body's known length (not for an empty GET).
+    package func preparedForSending(body: HTTPBody?) -> HTTPRequest {
+        var request = self
+        if request.scheme == nil { request.scheme = "https" }
+        if let length = body?.length, request.headerFields[.contentLength] == nil, request.method != .get || length > 0 {
+            request.headerFields[.contentLength] = String(length)
+        }
+        return request
+    }
+}
