@@ -193,7 +193,7 @@ struct Client: Sendable {
         var redirects = 0
         var connects = 0
         var headerBytes: Int64 = 0
-        var fields = options.headerFields
+        let fields = options.headerFields
         var authorityOverride = options.authorityOverride
         while true {
             var fields = fields
@@ -290,8 +290,11 @@ struct Client: Sendable {
                 try sink.open()
                 var received: Int64 = 0
                 var nextKeyUpdate = options.keyUpdateAfter ?? .max
+                var pacer = options.limitRate.map(RatePacer.init)
                 for try await chunk in response.body {
                     try sink.write(chunk)
+                    // Reading slower holds the sender back through flow control.
+                    try await pacer?.consumed(chunk.readableBytes)
                     meter?.add(chunk.readableBytes)
                     progress.received(chunk.readableBytes)
                     received += Int64(chunk.readableBytes)
@@ -360,15 +363,20 @@ struct Client: Sendable {
         case .none:
             return (nil, nil)
         case .inline(let bytes):
-            return (HTTPBody(bytes: bytes), Int64(bytes.count))
+            guard let rate = options.limitRate else { return (HTTPBody(bytes: bytes), Int64(bytes.count)) }
+            let chunks = InlineChunks(bytes: bytes, chunkSize: rate.uploadChunkSize)
+            return (HTTPBody(RateLimitedChunks(base: chunks, rate: rate), length: Int64(bytes.count)), Int64(bytes.count))
         case .file(let path):
             let file = try ReadableFile(path: path)
             guard file.isRegularFile else {
                 throw ToolError(ToolError.readError, "'\(path)' is not a regular file")
             }
-            return (HTTPBody(file.chunks(), length: file.size), file.size)
+            guard let rate = options.limitRate else { return (HTTPBody(file.chunks(), length: file.size), file.size) }
+            let chunks = RateLimitedChunks(base: file.chunks(chunkSize: rate.uploadChunkSize), rate: rate)
+            return (HTTPBody(chunks, length: file.size), file.size)
         case .standardInput:
-            return (HTTPBody(StandardInputChunks()), nil)
+            guard let rate = options.limitRate else { return (HTTPBody(StandardInputChunks()), nil) }
+            return (HTTPBody(RateLimitedChunks(base: StandardInputChunks(), rate: rate)), nil)
         }
     }
 

@@ -86,6 +86,10 @@ struct Fetch: AsyncParsableCommand {
     @Flag(name: .customLong("tls-earlydata"),
           help: "Send requests in TLS early data (0-RTT) when --session-file holds a ticket for the server.")
     var tlsEarlyData = false
+    @Option(name: .customLong("limit-rate"),
+            help: ArgumentHelp("Transfer at most this many bytes per second, each way (suffix K, M or G for powers of 1024).",
+                               valueName: "speed"))
+    var limitRate: String?
     @Option(name: .customLong("key-update-after"),
             help: ArgumentHelp("Test switch: start a TLS key update after each BYTES of response body.", valueName: "bytes"))
     var keyUpdateAfter: Int64?
@@ -140,6 +144,9 @@ struct Fetch: AsyncParsableCommand {
         }
         if remoteName && !output.isEmpty {
             throw ValidationError("use either -o/--output or -O/--remote-name, not both")
+        }
+        if let limitRate, TransferRate(limitRate) == nil {
+            throw ValidationError("--limit-rate must be a positive number of bytes per second, with an optional K, M or G suffix")
         }
         if let keyUpdateAfter, keyUpdateAfter < 1 { throw ValidationError("--key-update-after must be at least 1 byte") }
         if let migrateAfter, !(migrateAfter >= 0 && migrateAfter <= 1e8) {
@@ -345,6 +352,8 @@ struct TransferOptions: Sendable {
     var protocolLabel: String
     /// `--tls-earlydata`: requests may go in 0-RTT whatever their method.
     var allowEarlyData: Bool
+    /// `--limit-rate`: the most bytes per second each way.
+    var limitRate: TransferRate?
     /// `--key-update-after`: bytes of response body between key updates.
     var keyUpdateAfter: Int64?
     /// `--migrate-after`: seconds into a transfer at which the connection moves to a new port.
@@ -368,6 +377,7 @@ struct TransferOptions: Sendable {
         parallel = fetch.parallel
         allowEarlyData = fetch.tlsEarlyData
         keyUpdateAfter = fetch.keyUpdateAfter
+        limitRate = fetch.limitRate.flatMap(TransferRate.init)
         migrateAfter = fetch.migrateAfter
 
         if let template = fetch.writeOut, template.hasPrefix("@") {

@@ -297,7 +297,11 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
             if stream.readError == nil && !stream.receivedFIN { stream.readError = .streamReset(code: code) }
         }
         if stream.writeError == nil && !(stream.finQueued && stream.finSent) {
-            if stream.writeShutByPeer, let code = applicationErrorCode {
+            // Our side was neither finished nor reset by us, yet the stream closed: the peer
+            // stopped reading (ngtcp2 closes a stream only when both directions are done). The
+            // close may come before any write saw the shut side, so `writeShutByPeer` is not
+            // required. The code is the STOP_SENDING one unless the peer reset its side first.
+            if let code = applicationErrorCode, !isClosed {
                 stream.writeError = .streamStopSending(code: code)
             } else {
                 stream.writeError = .streamClosed

@@ -67,6 +67,35 @@ struct H3EndToEndTests {
         #expect(server.log.contains("\"PUT /stdin HTTP/3\" 200 \(files.random.count)"), "access log: \(server.log)")
     }
 
+    @Test("--limit-rate paces downloads and uploads (a lower bound on time: load only slows a transfer), byte-exact; bad rates exit 2")
+    func limitRate() async throws {
+        let pki = TestPKI.shared
+        let files = ServedFiles.shared
+        let server = try await ServeProcess.start([files.root.path, "--cert", pki.certFile, "--key", pki.keyFile])
+        let scratch = try scratchDirectory()
+        // 4 MiB at 2 MiB/s: the pacer lets the first chunk through at once, so at least ~1.9 s.
+        let out = scratch.appendingPathComponent("paced.bin").path
+        let down = try await runH3(trust + ["-sS", "--limit-rate", "2M", "-o", out, "-w", "%{time_total}",
+                                            "\(server.url)/random.bin"], timeout: 60)
+        #expect(down.status == 0, "\(down)")
+        #expect(sameBytes(FileManager.default.contents(atPath: out), files.random))
+        #expect((Double(down.text) ?? 0) >= 1.5, "4 MiB at 2 MiB/s took \(down.text) s")
+
+        let echo = try await ServeProcess.start(["--echo", "--cert", pki.certFile, "--key", pki.keyFile])
+        let upload = files.root.appendingPathComponent("random.bin").path
+        let echoed = scratch.appendingPathComponent("paced-echo.bin").path
+        let up = try await runH3(trust + ["-sS", "--limit-rate", "4096K", "-T", upload, "-o", echoed, "-w", "%{time_total}",
+                                          "\(echo.url)/up"], timeout: 60)
+        #expect(up.status == 0, "\(up)")
+        #expect(sameBytes(FileManager.default.contents(atPath: echoed), files.random))
+        #expect((Double(up.text) ?? 0) >= 0.7, "4 MiB up and back at 4 MiB/s took \(up.text) s")
+
+        for bad in ["0", "-5", "fast", "1X", "", "nanM"] {
+            let run = try await runH3(["--limit-rate", bad, "https://127.0.0.1:1/"])
+            #expect(run.status == 2, "--limit-rate '\(bad)': \(run)")
+        }
+    }
+
     @Test("-w prints curl's variables; times are ordered")
     func writeOut() async throws {
         let server = try await ServeProcess.files()
@@ -274,7 +303,7 @@ struct H3EndToEndTests {
         // Sparse: 8 GiB that cost nothing on disk, far more than a debug build moves in a second.
         let handle = try #require(FileHandle(forWritingAtPath: { () -> String in
             let path = big.appendingPathComponent("huge.bin").path
-            FileManager.default.createFile(atPath: path, contents: nil)
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
             return path
         }()))
         try handle.truncate(atOffset: 8 << 30)

@@ -5,6 +5,19 @@ import Testing
 
 @Suite("h3 parsers and formatters")
 struct H3UnitTests {
+    @Test("--limit-rate values: curl's K, M and G suffixes in powers of 1024, any case; nonsense refused")
+    func transferRates() {
+        #expect(TransferRate("1000")?.bytesPerSecond == 1000)
+        #expect(TransferRate("200k")?.bytesPerSecond == 204_800)
+        #expect(TransferRate("3M")?.bytesPerSecond == 3 << 20)
+        #expect(TransferRate("1.5g")?.bytesPerSecond == 3 << 29)
+        for bad in ["", "0", "-1", "k", "1x", "1e3", "inf", "nan", "0.1", "99999999999999999999G"] {
+            #expect(TransferRate(bad) == nil, "\(bad)")
+        }
+        #expect(TransferRate("1")?.uploadChunkSize == 1024)
+        #expect(TransferRate("1G")?.uploadChunkSize == 256 << 10)
+    }
+
     @Test("byte ranges: single ranges, suffixes, open ends, unsatisfiable and ignored forms")
     func ranges() {
         #expect(FileServer.parseRange("bytes=0-9", size: 100) == .range(0, 9))
