@@ -54,7 +54,7 @@ struct Arguments {
         while let argument = iterator.next() {
             guard argument.hasPrefix("--") else { throw BenchFailure("unexpected argument \(argument)") }
             let name = String(argument.dropFirst(2))
-            if ["quick", "no-peers", "http2"].contains(name) { flags.insert(name); continue }
+            if ["quick", "no-peers", "http2", "handlers-on-event-loop"].contains(name) { flags.insert(name); continue }
             guard let value = iterator.next() else { throw BenchFailure("\(argument) needs a value") }
             values[name, default: ""] += values[name] == nil ? value : ",\(value)"
         }
@@ -95,6 +95,9 @@ enum OurServer {
         configuration.quic.quic.maxUDPPayloadSize = Pinned.maxUDPPayloadSize
         configuration.quic.quic.idleTimeout = Pinned.idleTimeout
         configuration.gracefulShutdownTimeout = .seconds(1)
+        // --handlers-on-event-loop: HTTPHandlerExecution.eventLoop on either protocol.
+        let execution: HTTPHandlerExecution = arguments.flags.contains("handlers-on-event-loop") ? .eventLoop : .globalExecutor
+        configuration.handlerExecution = execution
         let block = Content.block
         let handler = ClosureHTTPHandler { request, _, _, response in
             guard request.method == .get, let path = request.path, path.hasPrefix("/bytes-"),
@@ -123,6 +126,7 @@ enum OurServer {
             var http2 = HTTP2ServerConfiguration(host: "127.0.0.1", port: port, tls: tls)
             http2.gracefulShutdownTimeout = .seconds(1)
             http2.idleTimeout = Pinned.idleTimeout
+            http2.handlerExecution = execution
             let server = try await HTTP2Server.bind(configuration: http2, handler: handler)
             writeLine("READY \(server.localAddress.port ?? port)")
             stop = { await server.shutdown() }

@@ -94,13 +94,17 @@ final class Bench {
 
     enum Server { case ours, oursHTTP2, ngtcp2 }
 
-    func startServer(_ kind: Server) throws -> (Child, Int) {
+    /// Starts a server; ours with its handlers on the global executor (the default) or, with
+    /// `handlersOnEventLoop`, on the connection's event loop.
+    func startServer(_ kind: Server, handlersOnEventLoop: Bool = false) throws -> (Child, Int) {
         switch kind {
         case .ours, .oursHTTP2:
             // Port 0: the server reports the port it bound.
             let child = try Child(executable, ["serve", "--port", "0", "--cert", certFile, "--key", keyFile]
-                                              + (kind == .oursHTTP2 ? ["--http2"] : []),
-                                  name: kind == .ours ? "our-server" : "our-http2-server", logDirectory: logs)
+                                              + (kind == .oursHTTP2 ? ["--http2"] : [])
+                                              + (handlersOnEventLoop ? ["--handlers-on-event-loop"] : []),
+                                  name: (kind == .ours ? "our-server" : "our-http2-server") + (handlersOnEventLoop ? "-loop" : ""),
+                                  logDirectory: logs)
             let ready = try child.waitForLine(prefix: "READY", timeout: 30)
             guard let port = ready.split(separator: " ").last.flatMap({ Int($0) }), port > 0 else {
                 throw BenchFailure("our server printed no port: \(ready)")
@@ -246,17 +250,28 @@ final class Bench {
         let (ourServer, ourPort) = try startServer(.ours)
         let (peerServer, peerPort) = try startServer(.ngtcp2)
         let (http2Server, http2Port) = try startServer(.oursHTTP2)
-        defer { ourServer.stop(); peerServer.stop(); http2Server.stop() }
+        let (loopServer, loopPort) = try startServer(.ours, handlersOnEventLoop: true)
+        let (loopHTTP2Server, loopHTTP2Port) = try startServer(.oursHTTP2, handlersOnEventLoop: true)
+        defer { ourServer.stop(); peerServer.stop(); http2Server.stop(); loopServer.stop(); loopHTTP2Server.stop() }
         var ours: [Double] = [], theirs: [Double] = [], overHTTP2: [Double] = []
+        var oursOnLoop: [Double] = [], overHTTP2OnLoop: [Double] = []
+        // CPU seconds (user + sys) each server and our client spent, per side, over all runs.
+        var serverCPU = [Double](repeating: 0, count: 5), clientCPU = [Double](repeating: 0, count: 5)
+        let servers = [ourServer, peerServer, http2Server, loopServer, loopHTTP2Server]
         for _ in 0..<sizes.requestRuns {
-            for (port, side) in [(ourPort, 0), (peerPort, 1), (http2Port, 2)] {
+            for (port, side) in [(ourPort, 0), (peerPort, 1), (http2Port, 2), (loopPort, 3), (loopHTTP2Port, 4)] {
+                let before = servers[side].cpuSecondsSoFar
                 let run = try ourClient(port: port, size: 1024, requests: sizes.requests, concurrency: sizes.requestConcurrency,
-                                        http2: side == 2, timeout: 300)
+                                        http2: side == 2 || side == 4, timeout: 300)
+                serverCPU[side] += servers[side].cpuSecondsSoFar - before
+                clientCPU[side] += run.clientCPU
                 let rate = Double(sizes.requests) / (run.inProcess ?? run.wall)
                 switch side {
                 case 0: ours.append(rate)
                 case 1: theirs.append(rate)
-                default: overHTTP2.append(rate)
+                case 2: overHTTP2.append(rate)
+                case 3: oursOnLoop.append(rate)
+                default: overHTTP2OnLoop.append(rate)
                 }
             }
         }
@@ -269,7 +284,22 @@ final class Bench {
                     "1.00", "—", "—"])
         report.row(["HTTP/2: our client ← our server (TCP + TLS, same handler)", fmt(median(overHTTP2), 0),
                     overHTTP2.map { fmt($0, 0) }.joined(separator: ", "), fmt(median(overHTTP2) / median(theirs), 2) + "×", "—", "—"])
+        let loopRatio = median(oursOnLoop) / median(theirs)
+        report.row(["our client ← our server, handlers on the event loop", fmt(median(oursOnLoop), 0),
+                    oursOnLoop.map { fmt($0, 0) }.joined(separator: ", "), fmt(loopRatio, 2) + "×", "≥ 1.0×",
+                    loopRatio >= 1.0 ? "yes" : "**no**"])
+        report.row(["HTTP/2: our client ← our server, handlers on the event loop", fmt(median(overHTTP2OnLoop), 0),
+                    overHTTP2OnLoop.map { fmt($0, 0) }.joined(separator: ", "), fmt(median(overHTTP2OnLoop) / median(theirs), 2) + "×",
+                    "—", "—"])
         report.note("HTTP/3 over HTTP/2 with our client and server on both: \(fmt(median(ours) / median(overHTTP2), 2))× the requests per second.")
+        let count = Double(sizes.requests * sizes.requestRuns)
+        let perRequest = { (cpu: Double) in fmt(cpu / count * 1e6, 1) }
+        report.note("CPU µs per request (user + sys, all runs), server / our client: ours \(perRequest(serverCPU[0])) / \(perRequest(clientCPU[0])); "
+                    + "ours, handlers on the event loop \(perRequest(serverCPU[3])) / \(perRequest(clientCPU[3])); "
+                    + "gtlsserver \(perRequest(serverCPU[1])) / \(perRequest(clientCPU[1])); "
+                    + "HTTP/2 \(perRequest(serverCPU[2])) / \(perRequest(clientCPU[2])); "
+                    + "HTTP/2, handlers on the event loop \(perRequest(serverCPU[4])) / \(perRequest(clientCPU[4])). "
+                    + "Client and server share the machine's cores, so a server that costs less leaves more to the client.")
     }
 
     // MARK: 3. Handshakes

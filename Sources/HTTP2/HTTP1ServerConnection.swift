@@ -32,7 +32,9 @@ final class HTTP1ServerConnection: Sendable {
         try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
         try channel.pipeline.syncOperations.addHandler(reader, position: .before(position))
         let connection = HTTP1ServerConnection(channel: channel, reader: reader, state: state, facts: facts)
-        Task { await connection.run() }
+        state.configuration.handlerExecution.startTask(on: EventLoopTaskExecutor(channel.eventLoop)) {
+            await connection.run()
+        }
         return connection
     }
 

@@ -48,6 +48,9 @@ public struct HTTP2ServerConfiguration: Sendable {
     public var goawayChance: Double = 0
     /// Connections open at once; further ones are closed as they are accepted.
     public var maxConnections: Int
+    /// Where handlers run: on Swift's global executor (the default) or on the connection's
+    /// event loop (faster for small requests; see ``HTTPHandlerExecution``).
+    public var handlerExecution: HTTPHandlerExecution = .globalExecutor
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration, allowHTTP1: Bool = true,

@@ -243,7 +243,9 @@ enum HTTP2ServerStream {
         try channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
         let reader = InboundReader<HTTP2Frame.FramePayload>(eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(reader)
-        Task { await serve(channel, reader: reader, state: state, facts: facts) }
+        state.configuration.handlerExecution.startTask(on: EventLoopTaskExecutor(channel.eventLoop)) {
+            await serve(channel, reader: reader, state: state, facts: facts)
+        }
     }
 
     private static func serve(_ channel: any Channel, reader: InboundReader<HTTP2Frame.FramePayload>,

@@ -24,11 +24,14 @@ public struct HTTP3ServerConfiguration: Sendable {
     /// long-lived clients spread over instances. 0 (the default) never does; small values such
     /// as 0.001 to 0.02 are typical.
     public var goawayChance: Double
+    /// Where handlers run: on Swift's global executor (the default) or on the connection's
+    /// event loop (faster for small requests; see ``HTTPHandlerExecution``).
+    public var handlerExecution: HTTPHandlerExecution
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration,
                 http3: HTTP3Settings = HTTP3Settings(), gracefulShutdownTimeout: Duration = .seconds(10),
-                goawayChance: Double = 0) {
+                goawayChance: Double = 0, handlerExecution: HTTPHandlerExecution = .globalExecutor) {
         var tls = tls
         tls.applicationProtocols = ["h3"]
         self.host = host
@@ -37,6 +40,7 @@ public struct HTTP3ServerConfiguration: Sendable {
         self.http3 = http3
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.goawayChance = goawayChance
+        self.handlerExecution = handlerExecution
     }
 }
 
@@ -70,7 +74,8 @@ public final class HTTP3Server: Sendable {
         quic.quic.tls.applicationProtocols = ["h3"]
         let state = HTTP3ServerState(handler: handler, settings: configuration.http3, logger: logger,
                                      shutdownTimeout: configuration.gracefulShutdownTimeout,
-                                     goawayChance: configuration.goawayChance)
+                                     goawayChance: configuration.goawayChance,
+                                     handlerExecution: configuration.handlerExecution)
         let maxStreams = quic.quic.maxIncomingBidirectionalStreams
         let endpoint = try await QUICListener.bindEndpoint(
             host: configuration.host, port: configuration.port, configuration: quic, socketOptions: socketOptions,
@@ -131,12 +136,16 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
     let shutdownTimeout: Duration
     /// See ``HTTP3ServerConfiguration/goawayChance``; NaN and out-of-range values are clamped.
     let goawayChance: Double
+    let handlerExecution: HTTPHandlerExecution
+    /// The task executor of the endpoint's event loop, made on first use.
+    private var loopExecutor: EventLoopTaskExecutor?
     private var sessions: [ObjectIdentifier: HTTP3Session] = [:]
     private var closedStatistics: [HTTP3SessionStatistics] = []
     private var drainedPromise: EventLoopPromise<Void>?
 
     init(handler: any HTTPHandler, settings: HTTP3Settings, logger: Logger, shutdownTimeout: Duration,
-         goawayChance: Double = 0) {
+         goawayChance: Double = 0, handlerExecution: HTTPHandlerExecution = .globalExecutor) {
+        self.handlerExecution = handlerExecution
         self.goawayChance = goawayChance.isNaN ? 0 : min(1, max(0, goawayChance))
         self.handler = handler
         self.settings = settings
@@ -175,17 +184,14 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
     }
 
     func session(_ session: HTTP3Session, didReceiveRequest stream: RequestStream, head: HTTPRequest) {
-        let core = session.core
-        let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: core.remoteAddress.endpointText,
-                                         localAddress: core.localAddress.endpointText,
-                                         tlsServerName: core.tlsServerName, clientCertificate: core.peerCertificate,
-                                         isEarlyData: stream.arrivedEarly)
+        var context = session.requestContext()
+        context.isEarlyData = stream.arrivedEarly
         let length = head.headerFields[.contentLength].flatMap { Int64($0) }
         let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)
         let writer = HTTP3MessageWriter(stream: stream, session: session)
         let sink = HTTP3ResponseSink(writer: writer, isHead: head.method == .head)
         let handler = self.handler, logger = self.logger, goawayChance = self.goawayChance
-        Task {
+        handlerExecution.startTask(on: executor(for: session.eventLoop)) {
             do {
                 try await handler.handle(head, body: body, context: context, response: HTTPResponseWriter(sink: sink))
                 try await sink.finish(trailers: nil)
@@ -211,6 +217,13 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
                 session.eventLoop.execute { session.beginGracefulShutdown() }
             }
         }
+    }
+
+    private func executor(for eventLoop: any EventLoop) -> EventLoopTaskExecutor {
+        if let loopExecutor, loopExecutor.eventLoop === eventLoop { return loopExecutor }
+        let made = EventLoopTaskExecutor(eventLoop)
+        loopExecutor = made
+        return made
     }
 
     func sessionDidClose(_ session: HTTP3Session, error: QUICError?) {

@@ -5,6 +5,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import QUIC
+import QUICSocket
 
 /// Settings of the HTTP/3 layer.
 public struct HTTP3Settings: Sendable, Hashable {
@@ -273,6 +274,45 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         }
     }
 
+    // MARK: - What a server's handler learns about the connection
+
+    /// The connection's facts for a request's context, kept between requests: formatting the
+    /// addresses and asking TLS for the name and certificate cost more than the rest of a small
+    /// request. Made again when the path changes (migration, NAT rebinding).
+    private var cachedContext: (remote: SocketAddress, local: SocketAddress, context: HTTPRequestContext)?
+
+    func requestContext() -> HTTPRequestContext {
+        let remote = core.remoteAddress, local = core.localAddress
+        if let cachedContext, cachedContext.remote == remote, cachedContext.local == local {
+            return cachedContext.context
+        }
+        let context = HTTPRequestContext(protocolVersion: .http3, remoteAddress: remote.endpointText,
+                                         localAddress: local.endpointText, tlsServerName: core.tlsServerName,
+                                         clientCertificate: core.peerCertificate, isEarlyData: false)
+        // Before the handshake completes (0-RTT) the certificate may be yet to come: keep only complete facts.
+        if core.isEstablished { cachedContext = (remote, local, context) }
+        return context
+    }
+
+    // MARK: - Reaching the event loop from a task
+
+    /// Runs `body` on the session's event loop and waits for it: directly when the calling task
+    /// already runs there (a handler placed on the event loop), else by a hand-off. Only for
+    /// callers in a task of their own, never from inside the session's own callbacks.
+    func onLoop(_ body: @escaping @Sendable () throws(HTTPError) -> Void) async throws {
+        if eventLoop.inEventLoop {
+            try body()
+        } else {
+            try await eventLoop.submit { () throws -> Void in try body() }.get()
+        }
+    }
+
+    /// Runs `body` on the session's event loop without waiting: directly when the calling task
+    /// already runs there. For the start of a continuation-based wait.
+    func onLoop(_ body: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
+    }
+
     // MARK: - Server operations
 
     /// Sends a response head; the body follows through ``write``/``finish``.
@@ -404,6 +444,16 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         stream.sendFinished = true
         stream.sendTrailers = trailers.flatMap { $0.isEmpty ? nil : $0 }
         resume(stream)
+    }
+
+    /// A whole response: head, a body that fits the send buffer, and the end (``submitResponse``,
+    /// ``write`` and ``finish`` in one turn of the event loop).
+    func respond(_ stream: RequestStream, head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) throws(HTTPError) {
+        try submitResponse(stream, head: head)
+        // A peer that stopped reading gets no body; its reset reaches the stream as usual.
+        guard !stream.writeShutByPeer else { return }
+        body.withUnsafeReadableBytes { stream.send.append($0) }
+        try finish(stream, trailers: trailers)
     }
 
     /// Gives the connection credit of unread body bytes back and drops them.

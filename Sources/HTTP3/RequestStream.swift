@@ -93,7 +93,7 @@ struct HTTP3BodySource: HTTPBodySource {
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                session.eventLoop.execute { session.read(stream, continuation: continuation) }
+                session.onLoop { session.read(stream, continuation: continuation) }
             }
         } onCancel: {
             session.eventLoop.execute { session.cancelReading(stream, error: .streamReset(code: HTTP3ErrorCode.requestCancelled)) }
@@ -103,7 +103,7 @@ struct HTTP3BodySource: HTTPBodySource {
     func trailers() async throws -> HTTPFields? {
         let stream = self.stream, session = self.session
         return try await withCheckedThrowingContinuation { continuation in
-            session.eventLoop.execute { session.trailers(stream, continuation: continuation) }
+            session.onLoop { session.trailers(stream, continuation: continuation) }
         }
     }
 
@@ -128,14 +128,14 @@ struct HTTP3MessageWriter: Sendable {
             let chunk = remaining.readSlice(length: min(64 << 10, remaining.readableBytes)) ?? ByteBuffer()
             let stream = self.stream, session = self.session
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                session.eventLoop.execute { session.write(stream, chunk, continuation: continuation) }
+                session.onLoop { session.write(stream, chunk, continuation: continuation) }
             }
         } while remaining.readableBytes > 0
     }
 
     func finish(trailers: HTTPFields?) async throws {
         let stream = self.stream, session = self.session
-        try await session.eventLoop.submit { () throws -> Void in try session.finish(stream, trailers: trailers) }.get()
+        try await session.onLoop { () throws(HTTPError) in try session.finish(stream, trailers: trailers) }
     }
 
     func reset(code: UInt64) {
@@ -168,7 +168,7 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
         guard !finished else { throw HTTPError.responseFinished }
         headSent = true
         let stream = writer.stream, session = writer.session
-        try await session.eventLoop.submit { () throws -> Void in try session.submitResponse(stream, head: head) }.get()
+        try await session.onLoop { () throws(HTTPError) in try session.submitResponse(stream, head: head) }
     }
 
     func writeBody(_ buffer: ByteBuffer) async throws {
@@ -184,5 +184,25 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
         if !headSent { try await writeHead(HTTPResponse(status: .ok)) }
         finished = true
         try await writer.finish(trailers: trailers)
+    }
+
+    /// Head, body and end in one hand-off to the event loop (three otherwise), when the body
+    /// fits the stream's send buffer; a larger one goes the streamed way, with backpressure.
+    func respond(_ head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) async throws {
+        guard !headSent else { throw HTTPError.responseHeadAlreadySent }
+        guard !finished else { throw HTTPError.responseFinished }
+        let stream = writer.stream, session = writer.session
+        guard head.status.kind != .informational, body.readableBytes <= session.settings.sendBufferLimit else {
+            try await writeHead(head)
+            if body.readableBytes > 0 { try await writeBody(body) }
+            try await finish(trailers: trailers)
+            return
+        }
+        headSent = true
+        finished = true
+        let body = isHead ? ByteBuffer() : body
+        try await session.onLoop { () throws(HTTPError) in
+            try session.respond(stream, head: head, body: body, trailers: trailers)
+        }
     }
 }

@@ -60,6 +60,16 @@ package protocol HTTPResponseSink: Sendable {
     func writeHead(_ head: HTTPResponse) async throws
     func writeBody(_ buffer: ByteBuffer) async throws
     func finish(trailers: HTTPFields?) async throws
+    /// A whole response at once; a transport may send it in one hand-off to its event loop.
+    func respond(_ head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) async throws
+}
+
+extension HTTPResponseSink {
+    package func respond(_ head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) async throws {
+        try await writeHead(head)
+        if body.readableBytes > 0 { try await writeBody(body) }
+        try await finish(trailers: trailers)
+    }
 }
 
 /// Writes a response: the head, then body chunks (each write waits while the peer is slow),
@@ -93,8 +103,6 @@ public struct HTTPResponseWriter: Sendable {
 
     /// Sends a whole response: head, body and optional trailers.
     public func respond(_ head: HTTPResponse, body: ByteBuffer = ByteBuffer(), trailers: HTTPFields? = nil) async throws {
-        try await sink.writeHead(head)
-        if body.readableBytes > 0 { try await sink.writeBody(body) }
-        try await sink.finish(trailers: trailers)
+        try await sink.respond(head, body: body, trailers: trailers)
     }
 }

@@ -11,11 +11,24 @@ import Testing
 enum TransportKind: String, Sendable, CaseIterable, CustomTestStringConvertible {
     case http3
     case http2
+    /// The server runs its handlers on the connection's event loop (``HTTPHandlerExecution/eventLoop``).
+    case http3OnEventLoop
+    case http2OnEventLoop
 
-    var testDescription: String { self == .http3 ? "HTTP/3" : "HTTP/2" }
+    /// The two protocols with the default handler placement, for the heaviest tests.
+    static let protocols: [TransportKind] = [.http3, .http2]
+
+    var isHTTP3: Bool { self == .http3 || self == .http3OnEventLoop }
+    var execution: HTTPHandlerExecution {
+        self == .http3OnEventLoop || self == .http2OnEventLoop ? .eventLoop : .globalExecutor
+    }
+
+    var testDescription: String {
+        (isHTTP3 ? "HTTP/3" : "HTTP/2") + (execution == .eventLoop ? ", handlers on the event loop" : "")
+    }
 
     /// The version a response over this transport reports.
-    var version: HTTPProtocolVersion { self == .http3 ? .http3 : .http2 }
+    var version: HTTPProtocolVersion { isHTTP3 ? .http3 : .http2 }
 }
 
 /// ``TestHandler`` served over one transport on 127.0.0.1, and a client of the same transport
@@ -45,15 +58,17 @@ struct EndToEndFixture: Sendable {
         let observations = Observations()
         let handler = TestHandler(observations: observations)
         switch kind {
-        case .http3:
+        case .http3, .http3OnEventLoop:
             var configuration = HTTP3ServerConfiguration(host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h3"]))
+            configuration.handlerExecution = kind.execution
             if let maxHeaderSize { configuration.http3.maxHeaderSectionSize = maxHeaderSize }
             let server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
             let client = HTTP3Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h3"])))
             return EndToEndFixture(kind: kind, client: client, observations: observations,
                                    port: server.localAddress.port ?? 0, http3: (server, client), http2: nil)
-        case .http2:
+        case .http2, .http2OnEventLoop:
             var configuration = HTTP2ServerConfiguration(host: "127.0.0.1", port: 0, tls: TestPKI.shared.serverTLS(alpn: ["h2"]))
+            configuration.handlerExecution = kind.execution
             if let maxHeaderSize { configuration.maxHeaderListSize = maxHeaderSize }
             let server = try await HTTP2Server.bind(configuration: configuration, handler: handler)
             let client = HTTP2Transport(configuration: .init(tls: TestPKI.shared.clientTLS(alpn: ["h2"])))
@@ -72,11 +87,11 @@ struct EndToEndFixture: Sendable {
     /// with the system's trust store only.
     func makeClient(trustingTestCA: Bool = true) -> (client: any HTTPRoundTripper, shutdown: @Sendable () async -> Void) {
         switch kind {
-        case .http3:
+        case .http3, .http3OnEventLoop:
             let tls = trustingTestCA ? TestPKI.shared.clientTLS(alpn: ["h3"]) : .makeClientConfiguration(applicationProtocols: ["h3"])
             let client = HTTP3Transport(configuration: .init(tls: tls))
             return (client, { await client.shutdown() })
-        case .http2:
+        case .http2, .http2OnEventLoop:
             let tls = trustingTestCA ? TestPKI.shared.clientTLS(alpn: ["h2"]) : .makeClientConfiguration(applicationProtocols: ["h2"])
             let client = HTTP2Transport(configuration: .init(tls: tls))
             return (client, { await client.shutdown() })

@@ -35,11 +35,13 @@ struct EndToEndTests {
 
             let context = try await fixture.client.roundTrip(fixture.request(.get, "/context"))
             #expect(String(buffer: try await context.body.collect(upTo: 1024)) == "\(kind.version.rawValue) localhost true")
+            // Where the handler ran: on an event loop thread only when placed there.
+            #expect(context.head.headerFields[TestHandler.onEventLoop] == (kind.execution == .eventLoop ? "true" : "false"))
         }
         await fixture.stop()
     }
 
-    @Test("POST with a 100 MB streamed upload, compared by hash", arguments: TransportKind.allCases)
+    @Test("POST with a 100 MB streamed upload, compared by hash", arguments: TransportKind.protocols)
     func largeUpload(_ kind: TransportKind) async throws {
         let fixture = try await EndToEndFixture.start(kind)
         try await fixture.runHeavy(240) {
@@ -54,7 +56,7 @@ struct EndToEndTests {
         await fixture.stop()
     }
 
-    @Test("a 100 MB streamed download, compared by hash", arguments: TransportKind.allCases)
+    @Test("a 100 MB streamed download, compared by hash", arguments: TransportKind.protocols)
     func largeDownload(_ kind: TransportKind) async throws {
         let fixture = try await EndToEndFixture.start(kind)
         try await fixture.runHeavy(240) {

@@ -3,6 +3,7 @@ import HTTP3
 import HTTPAPI
 import HTTPTypes
 import NIOCore
+import NIOPosix
 import QUIC
 import QUICSocket
 import QUICTestSupport
@@ -38,6 +39,8 @@ func query(_ path: String?, _ name: String) -> String? {
 /// The test handler: a small set of routes exercising the API.
 struct TestHandler: HTTPHandler {
     let observations: Observations
+    /// On `/context`: whether the handler ran on an event loop thread.
+    static let onEventLoop = HTTPField.Name("x-handler-on-event-loop")!
 
     func handle(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, response: HTTPResponseWriter) async throws {
         let path = request.path ?? "/"
@@ -50,7 +53,9 @@ struct TestHandler: HTTPHandler {
             try await response.respond(head, body: ByteBuffer(string: "hello"))
         case "/context":
             let text = "\(context.protocolVersion.rawValue) \(context.tlsServerName ?? "-") \(context.remoteAddress != nil)"
-            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: text))
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[Self.onEventLoop] = MultiThreadedEventLoopGroup.currentEventLoop != nil ? "true" : "false"
+            try await response.respond(head, body: ByteBuffer(string: text))
         case "/sha256":
             // Hashes the request body as it streams in.
             let (hash, count) = try await hashBody(body)
