@@ -128,12 +128,13 @@ final class HTTP2ClientConnection: PooledConnection {
             case nil: version = "TLS"
             }
             let certificate = tls.peerCertificate
+            let summary = (try? certificate?.toDERBytes()).flatMap { CertificateSummary(der: $0) }
             return HTTPConnectionInfo(
                 transport: "tcp", localAddress: channel.localAddress.map(endpointText),
                 remoteAddress: channel.remoteAddress.map(endpointText), tlsParameters: version,
                 applicationProtocol: "h2", sessionResumed: false,
-                peerCertificateSubject: nil, peerCertificateIssuer: nil,
-                peerCertificateNotAfter: certificate.map { Int($0.notValidAfter) })
+                peerCertificateSubject: summary?.subject, peerCertificateIssuer: summary?.issuer,
+                peerCertificateNotAfter: summary?.notAfter ?? certificate.map { Int($0.notValidAfter) })
         }.get()
         let connection = HTTP2ClientConnection(channel: channel, multiplexer: multiplexer, info: info,
                                                idleTimeout: configuration.idleConnectionTimeout, maxStreams: permits,

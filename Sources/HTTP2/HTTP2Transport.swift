@@ -185,34 +185,7 @@ struct HTTP2Origin: Hashable, Sendable, CustomStringConvertible {
     let port: Int
 
     init(_ request: HTTPRequest) throws(HTTPError) {
-        if let scheme = request.scheme, scheme.lowercased() != "https" {
-            throw .invalidRequest("HTTP/2 here runs over TLS and needs an https URL, not \(scheme)")
-        }
-        guard let authority = request.authority, !authority.isEmpty else {
-            throw .invalidRequest("the request has no authority (host)")
-        }
-        var host = authority
-        var port = 443
-        if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw .invalidRequest("bad IPv6 authority \(authority)") }
-            host = String(authority[authority.index(after: authority.startIndex)..<close])
-            let rest = authority[authority.index(after: close)...]
-            if rest.hasPrefix(":") {
-                guard let value = Int(rest.dropFirst()), (1...65535).contains(value) else {
-                    throw .invalidRequest("bad port in \(authority)")
-                }
-                port = value
-            } else if !rest.isEmpty {
-                throw .invalidRequest("bad authority \(authority)")
-            }
-        } else if let colon = authority.lastIndex(of: ":") {
-            host = String(authority[..<colon])
-            guard let value = Int(authority[authority.index(after: colon)...]), (1...65535).contains(value) else {
-                throw .invalidRequest("bad port in \(authority)")
-            }
-            port = value
-        }
-        guard !host.isEmpty else { throw .invalidRequest("empty host in \(authority)") }
+        let (host, port) = try request.httpsOrigin(transportName: "HTTP/2")
         self.host = host
         self.port = port
     }

@@ -187,4 +187,38 @@ extension HTTPRequest {
         }
         return request
     }
+
+    /// Host and port of an https request's authority (`host`, `host:port`, `[v6]`,
+    /// `[v6]:port`; 443 when none is given), or an error naming what is wrong.
+    /// - Parameter transportName: how errors name the transport ("HTTP/3", "HTTP/2").
+    package func httpsOrigin(transportName: String) throws(HTTPError) -> (host: String, port: Int) {
+        if let scheme, scheme.lowercased() != "https" {
+            throw .invalidRequest("\(transportName) needs an https URL, not \(scheme)")
+        }
+        guard let authority, !authority.isEmpty else {
+            throw .invalidRequest("the request has no authority (host)")
+        }
+        var host = authority
+        var portText: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw .invalidRequest("bad IPv6 authority \(authority)") }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let rest = authority[authority.index(after: close)...]
+            if rest.hasPrefix(":") {
+                portText = rest.dropFirst()
+            } else if !rest.isEmpty {
+                throw .invalidRequest("bad authority \(authority)")
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            portText = authority[authority.index(after: colon)...]
+        }
+        var port = 443
+        if let portText {
+            guard let value = Int(portText), (1...65535).contains(value) else { throw .invalidRequest("bad port in \(authority)") }
+            port = value
+        }
+        guard !host.isEmpty else { throw .invalidRequest("empty host in \(authority)") }
+        return (host, port)
+    }
 }

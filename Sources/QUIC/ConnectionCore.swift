@@ -864,7 +864,7 @@ package final class ConnectionCore: @unchecked Sendable {
     /// Whether the TLS session was resumed.
     package var tlsSessionResumed: Bool { tls.isResumed }
     /// Subject, issuer and expiry (seconds since 1970) of the peer's certificate.
-    package var peerCertificateSummary: (subject: String, issuer: String, notAfter: Int)? { tls.peerCertificateSummary }
+    package var peerCertificateSummary: CertificateSummary? { tls.peerCertificateSummary }
 
     // MARK: - Callback entry points
 

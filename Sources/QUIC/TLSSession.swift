@@ -142,25 +142,8 @@ final class TLSSession {
     }
 
     /// Subject, issuer and expiry of the peer's leaf certificate, as text.
-    var peerCertificateSummary: (subject: String, issuer: String, notAfter: Int)? {
-        guard var der = peerCertificate else { return nil }
-        var certificate: gnutls_x509_crt_t?
-        guard gnutls_x509_crt_init(&certificate) == GNUTLS_E_SUCCESS, let certificate else { return nil }
-        defer { gnutls_x509_crt_deinit(certificate) }
-        let imported = der.withUnsafeMutableBufferPointer { bytes -> Int32 in
-            var datum = gnutls_datum_t(data: bytes.baseAddress, size: UInt32(bytes.count))
-            return gnutls_x509_crt_import(certificate, &datum, GNUTLS_X509_FMT_DER)
-        }
-        guard imported == GNUTLS_E_SUCCESS else { return nil }
-        func name(_ get: (gnutls_x509_crt_t, UnsafeMutablePointer<gnutls_datum_t>) -> Int32) -> String {
-            var out = gnutls_datum_t()
-            guard get(certificate, &out) == GNUTLS_E_SUCCESS, let data = out.data else { return "?" }
-            defer { swift_gnutls_free(data) }
-            return String(decoding: UnsafeBufferPointer(start: data, count: Int(out.size)), as: UTF8.self)
-        }
-        let subject = name { gnutls_x509_crt_get_dn2($0, $1) }
-        let issuer = name { gnutls_x509_crt_get_issuer_dn2($0, $1) }
-        return (subject, issuer, Int(gnutls_x509_crt_get_expiration_time(certificate)))
+    var peerCertificateSummary: CertificateSummary? {
+        peerCertificate.flatMap(CertificateSummary.init(der:))
     }
 
     /// The DER bytes of the peer's leaf certificate, if it sent one.
@@ -216,4 +199,35 @@ private func withDatums<R>(_ arrays: inout [[UInt8]], _ body: (UnsafeMutableBuff
         datums.append(gnutls_datum_t(data: p, size: UInt32(array.count)))
     }
     return datums.withUnsafeMutableBufferPointer { body($0) }
+}
+
+/// What a verbose client shows of a certificate: subject and issuer as RFC 4514 text, and its
+/// expiry. Read with GnuTLS, so both transports (QUIC and TCP) describe certificates alike.
+package struct CertificateSummary: Sendable, Equatable {
+    package let subject: String
+    package let issuer: String
+    /// Seconds since 1970.
+    package let notAfter: Int
+
+    /// Parses a DER certificate; `nil` when GnuTLS cannot read it.
+    package init?(der: [UInt8]) {
+        var der = der
+        var certificate: gnutls_x509_crt_t?
+        guard !der.isEmpty, gnutls_x509_crt_init(&certificate) == GNUTLS_E_SUCCESS, let certificate else { return nil }
+        defer { gnutls_x509_crt_deinit(certificate) }
+        let imported = der.withUnsafeMutableBufferPointer { bytes -> Int32 in
+            var datum = gnutls_datum_t(data: bytes.baseAddress, size: UInt32(bytes.count))
+            return gnutls_x509_crt_import(certificate, &datum, GNUTLS_X509_FMT_DER)
+        }
+        guard imported == GNUTLS_E_SUCCESS else { return nil }
+        func name(_ get: (gnutls_x509_crt_t, UnsafeMutablePointer<gnutls_datum_t>) -> Int32) -> String {
+            var out = gnutls_datum_t()
+            guard get(certificate, &out) == GNUTLS_E_SUCCESS, let data = out.data else { return "?" }
+            defer { swift_gnutls_free(data) }
+            return String(decoding: UnsafeBufferPointer(start: data, count: Int(out.size)), as: UTF8.self)
+        }
+        subject = name { gnutls_x509_crt_get_dn2($0, $1) }
+        issuer = name { gnutls_x509_crt_get_issuer_dn2($0, $1) }
+        notAfter = Int(gnutls_x509_crt_get_expiration_time(certificate))
+    }
 }

@@ -80,9 +80,13 @@ struct AltSvcToolTests {
         let cacheFile = scratch.appendingPathComponent("h2-altsvc.txt").path
         do {
             let both = "https://localhost:\(combined.port)/"
-            let http2 = try await runH3(trust + ["-sS", "--http2", "--alt-svc", cacheFile, "-w", " %{http_version}", both])
+            let http2 = try await runH3(trust + ["-sS", "-v", "--http2", "--alt-svc", cacheFile, "-w", " %{http_version}", both])
             #expect(http2.status == 0, "\(http2)")
             #expect(http2.text == "h2 2")
+            // The TCP connection's certificate is described as the QUIC one is.
+            for line in ["over tcp", "*  subject: CN=localhost", "*  issuer: CN=swift-h3 test CA", "*  expire date: "] {
+                #expect(http2.stderr.contains(line), "missing \(line) in \(http2.stderr)")
+            }
             #expect(!FileManager.default.fileExists(atPath: cacheFile), "--http2 keeps no Alt-Svc cache")
 
             // A long head start for QUIC, so that the machine's load does not decide the race.
