@@ -230,6 +230,35 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
         do { try await writer.drain() } catch { throw failure(error) }
     }
 
+    /// Head, body and end written in one hand-off to the event loop (three otherwise).
+    func respond(_ head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) async throws {
+        guard !headSent else { throw HTTPError.responseHeadAlreadySent }
+        guard !finished else { throw HTTPError.responseFinished }
+        guard head.status.kind != .informational else {
+            try await writeHead(head)
+            if body.readableBytes > 0 { try await writeBody(body) }
+            try await finish(trailers: trailers)
+            return
+        }
+        var head = head
+        for field in extraHeaders where head.headerFields[field.name] == nil { head.headerFields.append(field) }
+        headSent = true
+        finished = true
+        let sendsBody = !isHead && body.readableBytes > 0
+        let trailers = isHead ? nil : trailers.flatMap { $0.isEmpty ? nil : $0 }
+        var frames: [HTTP2Frame.FramePayload] = [
+            .headers(.init(headers: HeaderConversion.headers(head), endStream: !sendsBody && trailers == nil)),
+        ]
+        if sendsBody { frames.append(.data(.init(data: .byteBuffer(body), endStream: trailers == nil))) }
+        if let trailers { frames.append(.headers(.init(headers: HeaderConversion.headers(trailers), endStream: true))) }
+        do {
+            try await writer.write(all: frames)
+            try await writer.drain()
+        } catch {
+            throw failure(error)
+        }
+    }
+
     func abort() async {
         finished = true
         try? await writer.write(HTTP2Frame.FramePayload.rstStream(.internalError))
