@@ -749,7 +749,12 @@ package final class ConnectionCore: @unchecked Sendable {
             close(liberr: liberr, error: error)
             return
         }
-        if written + diverted > 0 {
+        // Pacing starts once the handshake is done. ngtcp2 0.12 derives the next send time from
+        // the smoothed RTT, which before the first sample is the 333 ms default: pacing the
+        // Initial then held the client's Finished (and the first request) back ~20 ms on every
+        // new connection, though the handshake flights are already bounded by the congestion
+        // window and the amplification limit.
+        if written + diverted > 0, state == .established {
             ngtcp2_conn_update_pkt_tx_time(conn, ts)
         }
         armTimer()
