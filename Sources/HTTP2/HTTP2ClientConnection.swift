@@ -64,6 +64,7 @@ final class HTTP2ClientConnection: PooledConnection {
                     let operations = channel.pipeline.syncOperations
                     try operations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     try operations.addHandler(waiter)
+                    try operations.addHandler(HTTP2FrameAligner(expectsClientPreface: false))
                     var connection = NIOHTTP2Handler.ConnectionConfiguration()
                     connection.initialSettings = [
                         HTTP2Setting(parameter: .enablePush, value: 0),

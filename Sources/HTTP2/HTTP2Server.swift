@@ -314,6 +314,8 @@ final class HTTP2ServerState: Sendable {
                     try HTTP2ServerStream.start(on: streamChannel, state: self, facts: facts)
                 }
             })
+        try channel.pipeline.syncOperations.addHandler(HTTP2FrameAligner(expectsClientPreface: true),
+                                                       position: .before(errorLogger))
         try channel.pipeline.syncOperations.addHandler(handler, position: .before(errorLogger))
         try channel.pipeline.syncOperations.addHandler(manager, position: .before(errorLogger))
         let id = ObjectIdentifier(channel)

@@ -244,11 +244,13 @@ struct EndToEndTests {
             // 200 requests: 100 in flight (the server's stream limit), 100 waiting for a stream.
             let requests = (0..<200).map { index in
                 Task { () throws -> String in
-                    let response = try await client.roundTrip(fixture.request(.get, "/slow?ms=400&i=\(index)"))
+                    let response = try await client.roundTrip(fixture.request(.get, "/slow?ms=2000&i=\(index)"))
                     return String(buffer: try await response.body.collect(upTo: 100))
                 }
             }
-            for _ in 0..<100 where await fixture.observations.inFlight < 100 {
+            // Up to 10 s for all 100 to reach the handler (a loaded machine is slow to start
+            // them; a GOAWAY sent earlier would also catch requests still being opened).
+            for _ in 0..<500 where await fixture.observations.inFlight < 100 {
                 try await Task.sleep(for: .milliseconds(20))
             }
             await fixture.goAway()
