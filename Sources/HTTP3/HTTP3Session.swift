@@ -446,6 +446,32 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         resume(stream)
     }
 
+    /// An informational (1xx) response head, before the final one.
+    func submitInformational(_ stream: RequestStream, head: HTTPResponse) throws(HTTPError) {
+        guard !isClosed else { throw httpError(closeError) }
+        if let error = stream.writeError { throw error }
+        guard !stream.headSent else { throw .responseHeadAlreadySent }
+        // 101 has no meaning in HTTP/3 (RFC 9114, 4.5): refused rather than sent.
+        guard head.status.kind == .informational, head.status.code != 101 else {
+            throw .invalidRequest("status \(head.status.code) cannot be sent as an informational response in HTTP/3")
+        }
+        if !controlStreamsBound {
+            do throws(QUICError) {
+                try bindControlStreams()
+            } catch {
+                throw httpError(error)
+            }
+        }
+        guard let h3 else { throw httpError(closeError) }
+        var fields: [(String, String)] = [(":status", String(head.status.code))]
+        for field in head.headerFields { fields.append((field.name.canonicalName, field.value)) }
+        let rv = withHeaderVector(fields) { nva in
+            nghttp3_conn_submit_info(h3, stream.id, nva.baseAddress, nva.count)
+        }
+        guard rv == 0 else { throw .invalidRequest("nghttp3 rejected the informational response: \(nghttp3Message(rv))") }
+        core.scheduleWrite()
+    }
+
     /// A whole response: head, a body that fits the send buffer, and the end (``submitResponse``,
     /// ``write`` and ``finish`` in one turn of the event loop).
     func respond(_ stream: RequestStream, head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) throws(HTTPError) {

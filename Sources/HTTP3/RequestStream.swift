@@ -166,8 +166,13 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
     func writeHead(_ head: HTTPResponse) async throws {
         guard !headSent else { throw HTTPError.responseHeadAlreadySent }
         guard !finished else { throw HTTPError.responseFinished }
-        headSent = true
         let stream = writer.stream, session = writer.session
+        if head.status.kind == .informational {
+            // 1xx (103 Early Hints, ...): sent at once; the final head follows.
+            try await session.onLoop { () throws(HTTPError) in try session.submitInformational(stream, head: head) }
+            return
+        }
+        headSent = true
         try await session.onLoop { () throws(HTTPError) in try session.submitResponse(stream, head: head) }
     }
 

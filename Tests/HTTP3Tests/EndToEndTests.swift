@@ -121,6 +121,18 @@ struct EndToEndTests {
         await fixture.stop()
     }
 
+    @Test("a 103 Early Hints head before the final response: the client gets the final head and body", arguments: TransportKind.allCases)
+    func earlyHints(_ kind: TransportKind) async throws {
+        let fixture = try await EndToEndFixture.start(kind)
+        try await fixture.run(20) {
+            let response = try await fixture.client.roundTrip(fixture.request(.get, "/hints"))
+            #expect(response.head.status == .ok)
+            #expect(response.head.headerFields[HTTPField.Name("link")!] == nil, "the hint's fields stay with the 103")
+            #expect(String(buffer: try await response.body.collect(upTo: 1024)) == "hinted")
+        }
+        await fixture.stop()
+    }
+
     @Test("trailers travel both ways", arguments: TransportKind.allCases)
     func trailers(_ kind: TransportKind) async throws {
         let fixture = try await EndToEndFixture.start(kind)

@@ -118,6 +118,12 @@ struct TestHandler: HTTPHandler {
             var head = HTTPResponse(status: .init(code: 413, reasonPhrase: "Content Too Large"))
             head.headerFields[.contentLength] = "9"
             try await response.respond(head, body: ByteBuffer(string: "too large"))
+        case "/hints":
+            // 103 Early Hints, then the final response.
+            var hints = HTTPResponse(status: .init(code: 103, reasonPhrase: "Early Hints"))
+            hints.headerFields[HTTPField.Name("link")!] = "</style.css>; rel=preload; as=style"
+            try await response.writeHead(hints)
+            try await response.respond(HTTPResponse(status: .ok), body: ByteBuffer(string: "hinted"))
         case "/slow":
             await observations.begin()
             let millis = Int(query(path, "ms") ?? "500") ?? 500
