@@ -315,8 +315,10 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     // MARK: - Server operations
 
-    /// Sends a response head; the body follows through ``write``/``finish``.
-    func submitResponse(_ stream: RequestStream, head: HTTPResponse) throws(HTTPError) {
+    /// What every response head needs: an open session and stream, the control streams bound,
+    /// and the fields as nghttp3 takes them.
+    private func prepareResponseHead(_ stream: RequestStream, _ head: HTTPResponse) throws(HTTPError)
+        -> (OpaquePointer, [(String, String)]) {
         guard !isClosed else { throw httpError(closeError) }
         if let error = stream.writeError { throw error }
         // A response to a request that came in 0-RTT can be ready before the handshake
@@ -331,6 +333,12 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
         guard let h3 else { throw httpError(closeError) }
         var fields: [(String, String)] = [(":status", String(head.status.code))]
         for field in head.headerFields { fields.append((field.name.canonicalName, field.value)) }
+        return (h3, fields)
+    }
+
+    /// Sends a response head; the body follows through ``write``/``finish``.
+    func submitResponse(_ stream: RequestStream, head: HTTPResponse) throws(HTTPError) {
+        let (h3, fields) = try prepareResponseHead(stream, head)
         var reader = nghttp3_data_reader(read_data: Self.readData)
         let rv = withHeaderVector(fields) { nva in
             nghttp3_conn_submit_response(h3, stream.id, nva.baseAddress, nva.count, &reader)
@@ -448,23 +456,12 @@ final class HTTP3Session: QUICApplicationProtocol, @unchecked Sendable {
 
     /// An informational (1xx) response head, before the final one.
     func submitInformational(_ stream: RequestStream, head: HTTPResponse) throws(HTTPError) {
-        guard !isClosed else { throw httpError(closeError) }
-        if let error = stream.writeError { throw error }
         guard !stream.headSent else { throw .responseHeadAlreadySent }
         // 101 has no meaning in HTTP/3 (RFC 9114, 4.5): refused rather than sent.
         guard head.status.kind == .informational, head.status.code != 101 else {
             throw .invalidRequest("status \(head.status.code) cannot be sent as an informational response in HTTP/3")
         }
-        if !controlStreamsBound {
-            do throws(QUICError) {
-                try bindControlStreams()
-            } catch {
-                throw httpError(error)
-            }
-        }
-        guard let h3 else { throw httpError(closeError) }
-        var fields: [(String, String)] = [(":status", String(head.status.code))]
-        for field in head.headerFields { fields.append((field.name.canonicalName, field.value)) }
+        let (h3, fields) = try prepareResponseHead(stream, head)
         let rv = withHeaderVector(fields) { nva in
             nghttp3_conn_submit_info(h3, stream.id, nva.baseAddress, nva.count)
         }
