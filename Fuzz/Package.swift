@@ -19,10 +19,12 @@ let package = Package(
     targets: [
         // Declares libFuzzer's LLVMFuzzerRunDriver, which each target's entry point calls.
         .target(name: "CFuzzerDriver"),
+        // What every target's entry point shares: the input check and the hand-over to libFuzzer.
+        .target(name: "FuzzDriver", dependencies: ["CFuzzerDriver", .product(name: "FuzzEntryPoints", package: "swift-h3")]),
     ] + targets.map { name in
         .executableTarget(
             name: name,
-            dependencies: ["CFuzzerDriver", .product(name: "FuzzEntryPoints", package: "swift-h3")],
+            dependencies: ["FuzzDriver", .product(name: "FuzzEntryPoints", package: "swift-h3")],
             path: "Sources/\(name)"
         )
     }
