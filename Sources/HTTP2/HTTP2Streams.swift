@@ -189,6 +189,13 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
         self.extraHeaders = extraHeaders
     }
 
+    /// `head` with the server's extra header fields it does not set itself.
+    private func withExtraHeaders(_ head: HTTPResponse) -> HTTPResponse {
+        var head = head
+        for field in extraHeaders where head.headerFields[field.name] == nil { head.headerFields.append(field) }
+        return head
+    }
+
     /// A write failure, explained by the peer's reset when there was one.
     private func failure(_ error: any Error) -> any Error {
         HTTP2Errors.map(reader.closeReason.withLockedValue { $0 } ?? error)
@@ -205,8 +212,7 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
     func writeHead(_ head: HTTPResponse) async throws {
         guard !headSent else { throw HTTPError.responseHeadAlreadySent }
         guard !finished else { throw HTTPError.responseFinished }
-        var head = head
-        for field in extraHeaders where head.headerFields[field.name] == nil { head.headerFields.append(field) }
+        let head = withExtraHeaders(head)
         if head.status.kind != .informational { headSent = true }
         try await send(.headers(.init(headers: HeaderConversion.headers(head), endStream: false)))
     }
@@ -235,13 +241,10 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
         guard !headSent else { throw HTTPError.responseHeadAlreadySent }
         guard !finished else { throw HTTPError.responseFinished }
         guard head.status.kind != .informational else {
-            try await writeHead(head)
-            if body.readableBytes > 0 { try await writeBody(body) }
-            try await finish(trailers: trailers)
+            try await respondInSteps(head, body: body, trailers: trailers)
             return
         }
-        var head = head
-        for field in extraHeaders where head.headerFields[field.name] == nil { head.headerFields.append(field) }
+        let head = withExtraHeaders(head)
         headSent = true
         finished = true
         let sendsBody = !isHead && body.readableBytes > 0

@@ -137,26 +137,28 @@ final class BoundedWriter: @unchecked Sendable {
 
     /// Writes and flushes `message`, waiting first while `limit` writes are outstanding.
     func write(_ message: some Sendable) async throws {
-        while pending.count >= limit {
-            let oldest = pending.removeFirst()
-            try await oldest.get()
-        }
+        try await waitForRoom()
         pending.append(channel.writeAndFlush(message))
     }
 
     /// Writes `messages` in order and flushes once, in one hand-off to the event loop, waiting
     /// first while `limit` writes are outstanding.
     func write<Message: Sendable>(all messages: [Message]) async throws {
-        while pending.count >= limit {
-            let oldest = pending.removeFirst()
-            try await oldest.get()
-        }
+        try await waitForRoom()
         let channel = self.channel
         pending.append(channel.eventLoop.flatSubmit {
             let writes = messages.map { channel.write($0) }
             channel.flush()
             return EventLoopFuture.andAllSucceed(writes, on: channel.eventLoop)
         })
+    }
+
+    /// Waits while `limit` writes are outstanding.
+    private func waitForRoom() async throws {
+        while pending.count >= limit {
+            let oldest = pending.removeFirst()
+            try await oldest.get()
+        }
     }
 
     /// Waits until every write so far reached the channel's parent (for HTTP/2) or socket.

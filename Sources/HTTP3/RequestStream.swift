@@ -198,9 +198,7 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
         guard !finished else { throw HTTPError.responseFinished }
         let stream = writer.stream, session = writer.session
         guard head.status.kind != .informational, body.readableBytes <= session.settings.sendBufferLimit else {
-            try await writeHead(head)
-            if body.readableBytes > 0 { try await writeBody(body) }
-            try await finish(trailers: trailers)
+            try await respondInSteps(head, body: body, trailers: trailers)
             return
         }
         headSent = true

@@ -66,6 +66,12 @@ package protocol HTTPResponseSink: Sendable {
 
 extension HTTPResponseSink {
     package func respond(_ head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) async throws {
+        try await respondInSteps(head, body: body, trailers: trailers)
+    }
+
+    /// A whole response through ``writeHead``, ``writeBody`` and ``finish``: the default, and the
+    /// way a transport's one-step ``respond`` falls back to when it cannot take the response whole.
+    package func respondInSteps(_ head: HTTPResponse, body: ByteBuffer, trailers: HTTPFields?) async throws {
         try await writeHead(head)
         if body.readableBytes > 0 { try await writeBody(body) }
         try await finish(trailers: trailers)
