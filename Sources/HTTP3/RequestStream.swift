@@ -9,11 +9,7 @@ final class RequestStream: @unchecked Sendable {
     let id: Int64
 
     // MARK: Receiving
-    /// Fields of the header block being received (pseudo-headers included), in order.
-    var fields: [(name: String, value: String)] = []
-    var fieldBytes = 0
-    var fieldsTooLarge = false
-    var receivingTrailers = false
+    // The header section being received is kept by the session's state machine.
     /// The received head, once complete (1xx heads are skipped on the client).
     var head: [(name: String, value: String)]?
     var trailers: HTTPFields?
