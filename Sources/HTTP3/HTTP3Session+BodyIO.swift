@@ -1,4 +1,3 @@
-internal import CNgtcp2
 import HTTPAPI
 import HTTPTypes
 import NIOCore
@@ -137,7 +136,7 @@ extension HTTP3Session {
     // MARK: - nghttp3 pulling and acknowledging body bytes
 
     /// nghttp3 asks for body bytes of `streamID`: the vectors filled, or an nghttp3 error.
-    func readData(streamID: Int64, into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>,
+    func readData(streamID: Int64, into vectors: UnsafeMutableBufferPointer<QUICIOVector>,
                   flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let stream = streams[streamID] else { return NGHTTP3Connection.callbackFailure }
         let filled = stream.send.unsent(into: vectors)

@@ -1,4 +1,3 @@
-internal import CNgtcp2
 import HTTPAPI
 import HTTPTypes
 import Logging
@@ -218,7 +217,7 @@ extension HTTP3Session {
         submitPendingRequests()
     }
 
-    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> PendingStreamData? {
+    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<QUICIOVector>) -> PendingStreamData? {
         guard let h3, vectors.baseAddress != nil else { return nil }
         if let retry = state.bareFINToOffer() {
             return PendingStreamData(streamID: retry, vectorCount: 0, fin: true)

@@ -1,4 +1,3 @@
-internal import CNgtcp2
 import HTTPAPI
 import HTTPTypes
 import Logging

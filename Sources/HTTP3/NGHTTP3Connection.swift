@@ -1,5 +1,4 @@
 internal import CNghttp3
-internal import CNgtcp2
 import QUIC
 
 /// Owns one `nghttp3_conn`: creates it with our callback table, frees it in `deinit`, and is
@@ -82,7 +81,7 @@ final class NGHTTP3Connection {
 
     /// Asks for stream data to send into `vectors`: the stream (negative if none), the number
     /// of vectors filled (negative nghttp3 error) and whether the stream ends.
-    func writeStream(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> (streamID: Int64, count: Int, fin: Bool) {
+    func writeStream(into vectors: UnsafeMutableBufferPointer<QUICIOVector>) -> (streamID: Int64, count: Int, fin: Bool) {
         guard let base = vectors.baseAddress else { return (-1, 0, false) }
         var streamID: Int64 = -1
         var fin: Int32 = 0
@@ -149,6 +148,18 @@ private func withHeaderVector<R>(_ fields: [(String, String)], _ body: (UnsafeMu
     }
 }
 
+extension QUICIOVector {
+    /// Whether ``QUICIOVector`` is laid out like `nghttp3_vec`, so that nghttp3 fills and
+    /// reads our vectors as they are (checked by a unit test).
+    package static var matchesNghttp3Layout: Bool {
+        MemoryLayout<QUICIOVector>.size == MemoryLayout<nghttp3_vec>.size
+            && MemoryLayout<QUICIOVector>.stride == MemoryLayout<nghttp3_vec>.stride
+            && MemoryLayout<QUICIOVector>.alignment == MemoryLayout<nghttp3_vec>.alignment
+            && MemoryLayout<QUICIOVector>.offset(of: \.base) == MemoryLayout<nghttp3_vec>.offset(of: \.base)
+            && MemoryLayout<QUICIOVector>.offset(of: \.length) == MemoryLayout<nghttp3_vec>.offset(of: \.len)
+    }
+}
+
 // MARK: - C callbacks
 
 @inline(__always)
@@ -167,7 +178,7 @@ private func string(_ rcbuf: OpaquePointer?) -> String {
 extension NGHTTP3Connection {
     static let readData: nghttp3_read_data_callback = { _, streamID, vectors, count, flags, userData, _ in
         guard let session = session(userData), let vectors, let flags else { return nghttp3_ssize(NGHTTP3_ERR_CALLBACK_FAILURE) }
-        let filled = vectors.withMemoryRebound(to: ngtcp2_vec.self, capacity: count) { base in
+        let filled = vectors.withMemoryRebound(to: QUICIOVector.self, capacity: count) { base in
             session.readData(streamID: streamID, into: UnsafeMutableBufferPointer(start: base, count: count), flags: flags)
         }
         return nghttp3_ssize(filled)

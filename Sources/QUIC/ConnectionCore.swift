@@ -115,7 +115,7 @@ package final class ConnectionCore: @unchecked Sendable {
     /// The most packets one write pass sends (one full GSO message).
     private static let batchLimit = 64
     /// Stream data vectors handed to ngtcp2 (reused by every write pass).
-    private var writeVectors = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 16)
+    private var writeVectors = [QUICIOVector](repeating: QUICIOVector(), count: 16)
     /// The destination of the last packet written, kept so that a `SocketAddress` is built
     /// only when the path changes.
     private var lastWriteRemote: (raw: sockaddr_storage, length: Int, address: SocketAddress)?
@@ -682,9 +682,11 @@ package final class ConnectionCore: @unchecked Sendable {
                         if pending?.fin == true { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
                         let count = pending?.vectorCount ?? 0
                         let n = writeVectors.withUnsafeBufferPointer { vecs in
-                            swift_ngtcp2_conn_writev_stream(conn, &writePath.pointee.path, &info, destination, payload,
-                                                            &consumed, flags, streamID,
-                                                            count > 0 ? vecs.baseAddress : nil, count, ts)
+                            vecs.withMemoryRebound(to: ngtcp2_vec.self) { vecs in
+                                swift_ngtcp2_conn_writev_stream(conn, &writePath.pointee.path, &info, destination, payload,
+                                                                &consumed, flags, streamID,
+                                                                count > 0 ? vecs.baseAddress : nil, count, ts)
+                            }
                         }
                         if consumed >= 0, streamID >= 0 {
                             do throws(QUICError) {

@@ -1,4 +1,25 @@
-package import CNgtcp2
+/// One contiguous run of bytes to send, as the writer hands it to ngtcp2 and nghttp3.
+///
+/// Laid out like `ngtcp2_vec` and `nghttp3_vec` (a pointer, then a length), so an array of
+/// them is passed to either library without copying; `QUICIOVector.matchesCLayout` and a
+/// unit test check that. Applications fill them without seeing a C type.
+package struct QUICIOVector: Equatable {
+    /// The first byte.
+    package var base: UnsafePointer<UInt8>?
+    /// The number of bytes.
+    package var length: Int
+
+    /// A vector of `length` bytes at `base`.
+    package init(base: UnsafePointer<UInt8>?, length: Int) {
+        self.base = base
+        self.length = length
+    }
+
+    /// An empty vector.
+    package init() {
+        self.init(base: nil, length: 0)
+    }
+}
 
 /// What the writer pulled from an application: stream data in the vectors it was given.
 package struct PendingStreamData {
@@ -45,7 +66,7 @@ package protocol QUICApplicationProtocol: AnyObject {
     func streamLimitRaised(bidirectional: Bool)
     /// The writer asks for stream data to send: fill `vectors` and say which stream,
     /// or return `nil` when nothing is ready.
-    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> PendingStreamData?
+    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<QUICIOVector>) -> PendingStreamData?
     /// ngtcp2 took `bytes` of the data (and the FIN, if `fin` was set and `bytes` covered it all).
     func wrote(streamID: Int64, bytes: Int, fin: Bool) throws(QUICError)
     /// The stream cannot send until the peer raises its limit.

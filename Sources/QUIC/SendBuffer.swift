@@ -1,4 +1,3 @@
-package import CNgtcp2
 
 /// Outgoing bytes of one stream, kept at stable addresses from the moment they are queued
 /// until the peer acknowledges them (ngtcp2 does not copy stream data: it keeps pointers for
@@ -60,7 +59,7 @@ package struct SendBuffer: ~Copyable {
 
     /// Fills `vectors` with the unsent bytes, starting at ``sentOffset``. Returns how many
     /// vectors were filled.
-    package func unsent(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> Int {
+    package func unsent(into vectors: UnsafeMutableBufferPointer<QUICIOVector>) -> Int {
         var filled = 0
         var offset = sentOffset
         var index = chunkIndex(containing: offset)
@@ -70,7 +69,7 @@ package struct SendBuffer: ~Copyable {
             let length = chunk.used - skip
             if length > 0 {
                 let base = chunk.memory.baseAddress!.advanced(by: skip).assumingMemoryBound(to: UInt8.self)
-                vectors[filled] = ngtcp2_vec(base: base, len: length)
+                vectors[filled] = QUICIOVector(base: base, length: length)
                 filled += 1
                 offset += UInt64(length)
             }
@@ -112,6 +111,6 @@ package struct SendBuffer: ~Copyable {
 }
 
 /// The number of bytes that `vectors` point at.
-package func totalLength(_ vectors: UnsafeBufferPointer<ngtcp2_vec>) -> Int {
-    vectors.reduce(0) { $0 + $1.len }
+package func totalLength(_ vectors: UnsafeBufferPointer<QUICIOVector>) -> Int {
+    vectors.reduce(0) { $0 + $1.length }
 }

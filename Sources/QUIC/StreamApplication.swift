@@ -339,7 +339,7 @@ final class StreamApplication: QUICApplicationProtocol, @unchecked Sendable {
         }
     }
 
-    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<ngtcp2_vec>) -> PendingStreamData? {
+    func pendingStreamData(into vectors: UnsafeMutableBufferPointer<QUICIOVector>) -> PendingStreamData? {
         while let id = sendQueue.first {
             guard let stream = streams[id], stream.hasSomethingToSend else {
                 sendQueue.removeFirst()

@@ -14,15 +14,15 @@ struct UnitTests {
         #expect(buffer.unsentBytes == 20)
         #expect(buffer.unacknowledgedBytes == 20)
 
-        var vectors = [ngtcp2_vec](repeating: ngtcp2_vec(), count: 2)
+        var vectors = [QUICIOVector](repeating: QUICIOVector(), count: 2)
         var count = vectors.withUnsafeMutableBufferPointer { buffer.unsent(into: $0) }
         #expect(count == 2)  // limited by the vector count: chunks 0..<8 and 8..<16
-        let first = vectors.prefix(count).flatMap { Array(UnsafeBufferPointer(start: $0.base, count: $0.len)) }
+        let first = vectors.prefix(count).flatMap { Array(UnsafeBufferPointer(start: $0.base, count: $0.length)) }
         #expect(first == Array(bytes[0..<16]))
 
         buffer.markSent(5)
         count = vectors.withUnsafeMutableBufferPointer { buffer.unsent(into: $0) }
-        let next = vectors.prefix(count).flatMap { Array(UnsafeBufferPointer(start: $0.base, count: $0.len)) }
+        let next = vectors.prefix(count).flatMap { Array(UnsafeBufferPointer(start: $0.base, count: $0.length)) }
         #expect(next == Array(bytes[5..<16]), "resumes mid-chunk")
 
         buffer.markSent(15)
@@ -36,7 +36,7 @@ struct UnitTests {
         // More data after partial acknowledgement lands at the right offsets.
         [UInt8](repeating: 0xAA, count: 10).withUnsafeBytes { buffer.append($0) }
         count = vectors.withUnsafeMutableBufferPointer { buffer.unsent(into: $0) }
-        let tail = vectors.prefix(count).flatMap { Array(UnsafeBufferPointer(start: $0.base, count: $0.len)) }
+        let tail = vectors.prefix(count).flatMap { Array(UnsafeBufferPointer(start: $0.base, count: $0.length)) }
         #expect(tail == [UInt8](repeating: 0xAA, count: tail.count))
         #expect(tail.count == 10)
         buffer.acknowledge(upTo: 100)
