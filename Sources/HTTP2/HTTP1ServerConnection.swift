@@ -184,7 +184,7 @@ final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
 }
 
 /// Writes a response on an HTTP/1.1 connection (chunked when the length is not known).
-final class HTTP1ResponseSink: ServerResponseSink, @unchecked Sendable {
+final class HTTP1ResponseSink: HandlerResponseSink, @unchecked Sendable {
     let writer: BoundedWriter
     let version: HTTPVersion
     let isHead: Bool

@@ -164,16 +164,8 @@ enum HTTP2Errors {
     }
 }
 
-/// What the server's request runner needs from a response sink, whatever the protocol.
-protocol ServerResponseSink: HTTPResponseSink {
-    var headSent: Bool { get }
-    var finished: Bool { get }
-    /// Ends the response abnormally (HTTP/2: RST_STREAM; HTTP/1.1: closes the connection).
-    func abort() async
-}
-
 /// Writes a response on an HTTP/2 stream.
-final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
+final class HTTP2ResponseSink: HandlerResponseSink, @unchecked Sendable {
     let writer: BoundedWriter
     let reader: InboundReader<HTTP2Frame.FramePayload>
     let isHead: Bool
@@ -317,26 +309,12 @@ enum HTTP2ServerStream {
 }
 
 extension HTTP2ServerState {
-    /// Runs the handler for one request: a handler that throws before the head yields a 500,
-    /// after the head an abort (stream reset).
-    func run(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, sink: some ServerResponseSink) async {
-        do {
-            try await handler.handle(request, body: body, context: context, response: HTTPResponseWriter(sink: sink))
-            try await sink.finish(trailers: nil)
-        } catch {
+    /// Runs the handler for one request with the servers' shared policy (``HTTPHandler/run``):
+    /// a handler that throws before the head yields a 500, after the head an abort (stream reset).
+    func run(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, sink: some HandlerResponseSink) async {
+        let logger = self.logger
+        await handler.run(request, body: body, context: context, sink: sink) { error in
             logger.debug("handler failed", metadata: ["path": "\(request.path ?? "")", "error": "\(error)"])
-            if !sink.headSent {
-                var response = HTTPResponse(status: .internalServerError)
-                response.headerFields[.contentLength] = "0"
-                do {
-                    try await sink.writeHead(response)
-                    try await sink.finish(trailers: nil)
-                } catch {
-                    await sink.abort()
-                }
-            } else if !sink.finished {
-                await sink.abort()
-            }
         }
     }
 }

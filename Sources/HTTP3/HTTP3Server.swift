@@ -192,23 +192,8 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         let sink = HTTP3ResponseSink(writer: writer, isHead: head.method == .head)
         let handler = self.handler, logger = self.logger, goawayChance = self.goawayChance
         handlerExecution.startTask(on: executor(for: session.eventLoop)) {
-            do {
-                try await handler.handle(head, body: body, context: context, response: HTTPResponseWriter(sink: sink))
-                try await sink.finish(trailers: nil)
-            } catch {
+            await handler.run(head, body: body, context: context, sink: sink) { error in
                 logger.debug("handler failed", metadata: ["path": "\(head.path ?? "")", "error": "\(error)"])
-                if !sink.headSent {
-                    var response = HTTPResponse(status: .internalServerError)
-                    response.headerFields[.contentLength] = "0"
-                    do {
-                        try await sink.writeHead(response)
-                        try await sink.finish(trailers: nil)
-                    } catch {
-                        writer.reset(code: HTTP3ErrorCode.internalError)
-                    }
-                } else if !sink.finished {
-                    writer.reset(code: HTTP3ErrorCode.internalError)
-                }
             }
             // The response is complete: the server no longer needs what the client still sends.
             session.eventLoop.execute { session.cancelReading(stream, error: .responseFinished, code: HTTP3ErrorCode.noError) }

@@ -147,7 +147,7 @@ struct HTTP3MessageWriter: Sendable {
 }
 
 /// The server's response writer for one request.
-final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
+final class HTTP3ResponseSink: HandlerResponseSink, @unchecked Sendable {
     let writer: HTTP3MessageWriter
     let isHead: Bool
     /// Touched only by the handler's task.
@@ -157,6 +157,11 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
     init(writer: HTTP3MessageWriter, isHead: Bool) {
         self.writer = writer
         self.isHead = isHead
+    }
+
+    /// Resets the stream (H3_INTERNAL_ERROR): the handler failed after the head.
+    func abort() async {
+        writer.reset(code: HTTP3ErrorCode.internalError)
     }
 
     func writeHead(_ head: HTTPResponse) async throws {
