@@ -184,10 +184,33 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // What the HTTP test targets share: the test handler, body hashing, generated bodies.
+        .target(
+            name: "HTTPTestSupport",
+            dependencies: ["HTTPAPI", "QUICTestSupport",
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Tests/HTTPTestSupport",
+            swiftSettings: strictSettings
+        ),
+        // HTTP/2 and HTTP/1.1 over TCP: the server, the client transport, frame handling.
+        .testTarget(
+            name: "HTTP2Tests",
+            dependencies: [
+                "HTTP2", "HTTPAPI", "QUICTestSupport", "HTTPTestSupport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "HTTP3Tests",
             dependencies: [
                 "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport", "NetSim",
+                "HTTPTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

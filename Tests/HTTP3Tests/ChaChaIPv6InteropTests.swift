@@ -6,6 +6,7 @@ import NIOCore
 import QUIC
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 @Suite("HTTP/3 with ChaCha20 only, over IPv4 and IPv6, against gtlsserver")
 struct ChaChaIPv6InteropTests {

@@ -7,6 +7,7 @@ import NIOCore
 import QUIC
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// Records, per request path, whether each request arrived in early data.
 actor EarlyDataLog {

@@ -6,6 +6,7 @@ import NIOCore
 import QUIC
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// The transports the shared end-to-end suite runs over.
 enum TransportKind: String, Sendable, CaseIterable, CustomTestStringConvertible {

@@ -6,6 +6,7 @@ import HTTPTypes
 import NIOCore
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// One handler (``TestHandler``), one client API (``HTTPRoundTripper``), the same checks over
 /// HTTP/3 and HTTP/2: nothing here knows which transport runs underneath, apart from the

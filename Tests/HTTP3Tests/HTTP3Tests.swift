@@ -8,31 +8,12 @@ import QUIC
 import QUICSocket
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// HTTP/3-only end-to-end tests (QUIC windows, nghttp3 corner cases, raw QUIC peers). The
 /// tests both transports share are in `EndToEndTests`.
 @Suite("HTTP/3: our client and our server")
 struct HTTP3Tests {}
-
-/// A lazily generated body: a pattern of `total` bytes in 256 KiB chunks.
-struct LazyPattern: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    let seed: UInt64
-    let total: Int
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        var generator: PatternGenerator
-        var remaining: Int
-        mutating func next() async -> ByteBuffer? {
-            guard remaining > 0 else { return nil }
-            let chunk = generator.next(Swift.min(256 << 10, remaining))
-            remaining -= chunk.readableBytes
-            return chunk
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(generator: PatternGenerator(seed: seed), remaining: total) }
-}
 
 extension HTTP3Tests {
     @Test("with GSO, GRO or both off on both sides (UDPSocketOptions), a 20 MB upload and download arrive byte-exact",

@@ -7,6 +7,7 @@ import HTTPTypes
 import NIOCore
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 @Suite("HTTP/3 and HTTP/2 on one port, with Alt-Svc")
 struct HTTPServerTests {

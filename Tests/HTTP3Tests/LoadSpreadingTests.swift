@@ -7,6 +7,7 @@ import QUIC
 import QUICSocket
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// Sends `total` GETs of `path` with at most `concurrency` in flight; returns how many
 /// answered 200 with `expected` as their body.

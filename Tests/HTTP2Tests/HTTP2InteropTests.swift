@@ -5,6 +5,7 @@ import HTTPTypes
 import NIOCore
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// The hypercorn of the virtualenv that `scripts/install-deps` makes (an HTTP/2 server on
 /// Python's `h2`).

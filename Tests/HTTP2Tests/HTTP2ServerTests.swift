@@ -5,6 +5,7 @@ import HTTPTypes
 import NIOCore
 import QUICTestSupport
 import Testing
+import HTTPTestSupport
 
 /// What only the TCP side has: HTTP/1.1 fallback and keep-alive, the connection limit.
 @Suite("HTTP/2 server: HTTP/1.1 fallback and limits")
