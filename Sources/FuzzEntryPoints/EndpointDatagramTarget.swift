@@ -6,7 +6,7 @@ import QUIC
 /// fuzz inputs are handed one datagram at a time, from a fixed loopback client address. The
 /// endpoint keeps its state between inputs (connections half set up by earlier inputs), as a
 /// server on the network would. Replies go out through its real socket to a port nobody reads.
-public final class EndpointDatagramTarget: @unchecked Sendable {
+public final class EndpointDatagramTarget: Sendable {
     private let listener: QUICListener
     private let peer: SocketAddress
 
@@ -86,6 +86,8 @@ public final class EndpointDatagramTarget: @unchecked Sendable {
 }
 
 /// A value set once by a task and waited for, with a time limit, by a thread that is not one.
+/// `@unchecked Sendable`: `value` is written once before the semaphore is signalled and read
+/// only after the wait returns, so the semaphore orders the two.
 private final class Waiter<Value>: @unchecked Sendable {
     private let semaphore = DispatchSemaphore(value: 0)
     private var value: Value?

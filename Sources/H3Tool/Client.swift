@@ -420,6 +420,7 @@ struct Client: Sendable {
 }
 
 /// What a transfer has done so far, for the `-m` timeout report.
+/// `@unchecked Sendable`: the report is read and written under `lock`.
 final class Progress: @unchecked Sendable {
     private let lock = NSLock()
     private var current = TransferReport()
@@ -440,6 +441,7 @@ final class Progress: @unchecked Sendable {
 }
 
 /// Resumes a continuation once, from whichever side comes first.
+/// `@unchecked Sendable`: every mutable member is read and written under `lock`.
 final class OnceGate<T: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
     private var continuation: CheckedContinuation<T, Never>?

@@ -296,6 +296,8 @@ struct EchoHandler: HTTPHandler {
 }
 
 /// A response writer that counts body bytes for the access log.
+/// `@unchecked Sendable`: the count and status are read and written under `lock`; the
+/// writer is itself Sendable.
 final class CountingWriter: @unchecked Sendable {
     private let writer: HTTPResponseWriter
     private let lock = NSLock()

@@ -3,6 +3,7 @@ import Foundation
 /// A one-line progress meter on stderr (size, percent, speed, ETA), redrawn in place.
 /// Shown only when stderr is a terminal, `-s` is not given and the body is not going to the
 /// terminal, as curl does.
+/// `@unchecked Sendable`: every mutable member is read and written under `lock`.
 final class ProgressMeter: @unchecked Sendable {
     private let lock = NSLock()
     private var received: Int64 = 0

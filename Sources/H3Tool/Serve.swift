@@ -170,6 +170,8 @@ struct Serve: AsyncParsableCommand {
 }
 
 /// Delivers SIGINT/SIGTERM as async events instead of killing the process.
+/// `@unchecked Sendable`: `sources` is filled in `init` only; the iterator is taken and put
+/// back under `lock`.
 final class SignalWaiter: @unchecked Sendable {
     private var sources: [any DispatchSourceSignal] = []
     private let stream: AsyncStream<Int32>

@@ -100,6 +100,7 @@ final class HTTP1ServerConnection: Sendable {
 }
 
 /// A request body on an HTTP/1.1 connection: body parts up to the end part (with trailers).
+/// `@unchecked Sendable`: its mutable members are read and written under `lock`.
 final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
     private let reader: InboundReader<HTTPServerRequestPart>
     private let lock = NIOLock()
@@ -184,6 +185,8 @@ final class HTTP1BodySource: HTTPBodySource, @unchecked Sendable {
 }
 
 /// Writes a response on an HTTP/1.1 connection (chunked when the length is not known).
+/// `@unchecked Sendable`: its flags are touched only by the task that runs the handler (and
+/// then the connection's loop over requests, after it); the writer and channel are Sendable.
 final class HTTP1ResponseSink: HandlerResponseSink, @unchecked Sendable {
     let writer: BoundedWriter
     let version: HTTPVersion

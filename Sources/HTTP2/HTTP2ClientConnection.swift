@@ -330,7 +330,7 @@ final class HTTP2ClientConnection: PooledConnection {
 
 /// Completes with the ALPN protocol once the TLS handshake is done, or with the error that
 /// ended it.
-final class HandshakeWaiter: ChannelInboundHandler, @unchecked Sendable {
+final class HandshakeWaiter: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     private let resultBox = NIOLockedValueBox<Result<String?, any Error>?>(nil)
     private let waiters = NIOLockedValueBox<[CheckedContinuation<String?, any Error>]>([])
@@ -394,7 +394,7 @@ final class HandshakeWaiter: ChannelInboundHandler, @unchecked Sendable {
 /// - NIOHTTP2's `IOOnClosedConnection` means both sides are done (GOAWAY received, no stream
 ///   left), yet a NIOHTTP2 peer in that state treats any further frame (a WINDOW_UPDATE, a
 ///   SETTINGS ack) as a protocol error and stops reading without closing.
-final class GoAwayObserver: ChannelInboundHandler, @unchecked Sendable {
+final class GoAwayObserver: ChannelInboundHandler, Sendable {
     typealias InboundIn = HTTP2Frame
     private let state: NIOLockedValueBox<HTTP2ClientConnection.State>
     private let logger: Logger

@@ -165,6 +165,8 @@ enum HTTP2Errors {
 }
 
 /// Writes a response on an HTTP/2 stream.
+/// `@unchecked Sendable`: `headSent` and `finished` are touched only by the task that runs
+/// the handler (and then ``HTTPHandler/run``); the writer and reader are Sendable.
 final class HTTP2ResponseSink: HandlerResponseSink, @unchecked Sendable {
     let writer: BoundedWriter
     let reader: InboundReader<HTTP2Frame.FramePayload>

@@ -125,6 +125,9 @@ extension InboundReader {
 /// Writes to a channel with a bounded number of writes in flight: each write returns once
 /// fewer than `limit` earlier writes are still unwritten, so a slow peer (flow control, a full
 /// socket) suspends the writer instead of growing a buffer.
+///
+/// `@unchecked Sendable`: used by one writing task at a time (the stream's or connection's
+/// response writer), which alone touches `pending`.
 final class BoundedWriter: @unchecked Sendable {
     private let channel: any Channel
     private let limit: Int

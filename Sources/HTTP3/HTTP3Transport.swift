@@ -486,7 +486,7 @@ final class HTTP3ClientConnection: PooledConnection {
 }
 
 /// Reports once when a response body has been read to its end, failed, or was discarded.
-final class TrackedBodySource: HTTPBodySource, @unchecked Sendable {
+final class TrackedBodySource: HTTPBodySource, Sendable {
     let inner: HTTP3BodySource
     private let onEnd: @Sendable () -> Void
     private let ended = NIOLockedValueBox(false)

@@ -147,6 +147,8 @@ struct HTTP3MessageWriter: Sendable {
 }
 
 /// The server's response writer for one request.
+/// `@unchecked Sendable`: `headSent` and `finished` are touched only by the task that runs
+/// the handler (and then ``HTTPHandler/run``); the writer is Sendable.
 final class HTTP3ResponseSink: HandlerResponseSink, @unchecked Sendable {
     let writer: HTTP3MessageWriter
     let isHead: Bool

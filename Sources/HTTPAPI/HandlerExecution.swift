@@ -15,7 +15,7 @@ public enum HTTPHandlerExecution: Sendable, Hashable {
 }
 
 /// A task executor that runs jobs on one SwiftNIO event loop.
-package final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+package final class EventLoopTaskExecutor: TaskExecutor, Sendable {
     package let eventLoop: any EventLoop
 
     package init(_ eventLoop: any EventLoop) {

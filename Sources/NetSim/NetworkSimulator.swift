@@ -128,6 +128,7 @@ public final class NetworkSimulator: Sendable {
 
 /// A joinable pthread running a relay loop; `join()` may be called from several threads and
 /// more than once.
+/// `@unchecked Sendable`: `thread` is immutable; `joined` is read and written under `mutex`.
 final class ThreadHandle: @unchecked Sendable {
     private let thread: pthread_t
     private var mutex = pthread_mutex_t()

@@ -80,6 +80,8 @@ public enum QUICClient {
 
 /// The socket owner for one client connection: a connected UDP socket, so an ICMP
 /// port-unreachable surfaces at once as `ECONNREFUSED`.
+/// `@unchecked Sendable`: touched only on the socket's event loop (socket callbacks and the
+/// connection run there).
 final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     private(set) var socket: UDPSocket
     /// Strong: the host keeps the connection alive until it finishes.

@@ -85,6 +85,8 @@ extension Array where Element == UInt8 {
 /// A server's session tickets: a master key (GnuTLS derives rotating ticket keys from it, so
 /// keys change over time without coordination) and anti-replay protection for 0-RTT: a
 /// client hello seen within the window is refused early data (RFC 8446, section 8).
+/// `@unchecked Sendable`: the key and the anti-replay handle are set once in `init` and only
+/// read afterwards; ``SeenClientHellos`` has its own lock.
 final class ServerTickets: @unchecked Sendable {
     private(set) var key = gnutls_datum_t()
     let antiReplay: gnutls_anti_replay_t
@@ -134,6 +136,7 @@ final class ServerTickets: @unchecked Sendable {
 }
 
 /// Client hellos that carried early data, until their tickets' windows expire. Bounded.
+/// `@unchecked Sendable`: every mutable member is read and written under `lock`.
 final class SeenClientHellos: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [[UInt8]: Int] = [:]
