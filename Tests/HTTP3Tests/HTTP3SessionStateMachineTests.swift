@@ -64,8 +64,8 @@ struct HTTP3SessionStateMachineTests {
         for id in test.open { machine.requestStreamOpened(id) }
         Self.enqueue(&machine, "queued", token: 1)
         #expect(machine.acceptsRequests)
-        let result1 = machine.goawayReceived(id: test.goawayID)
-        let actions = try #require(result1)
+        let goaway = machine.goawayReceived(id: test.goawayID)
+        let actions = try #require(goaway)
         #expect(actions.rejectedStreams == test.rejected)
         #expect(actions.pendingToFail == ["queued"])
         #expect(actions.closeConnection == test.closesAtOnce)
@@ -81,8 +81,8 @@ struct HTTP3SessionStateMachineTests {
         #expect(error as? HTTPError == .requestRejected)
         // The connection closes when the last stream in flight closes.
         for (index, id) in test.open.enumerated() {
-            let result2 = machine.requestStreamClosed(id)
-            #expect(result2 == (index == test.open.count - 1))
+            let closesNow = machine.requestStreamClosed(id)
+            #expect(closesNow == (index == test.open.count - 1))
         }
     }
 
@@ -90,8 +90,8 @@ struct HTTP3SessionStateMachineTests {
     func goawayOnServer() {
         var machine = Self.server()
         machine.requestStreamOpened(0)
-        let result3 = machine.goawayReceived(id: 0)
-        #expect(result3 == nil)
+        let goaway = machine.goawayReceived(id: 0)
+        #expect(goaway == nil)
         #expect(machine.acceptsRequests)
     }
 
@@ -100,24 +100,24 @@ struct HTTP3SessionStateMachineTests {
     func gracefulShutdown(boundFirst: Bool) {
         var machine = Machine(role: .server, maxHeaderSectionSize: 1024)
         if boundFirst {
-            let result4 = machine.controlStreamsDidBind(encoderStreamID: 7)
-            #expect(!result4)
+            let goawayOnBind = machine.controlStreamsDidBind(encoderStreamID: 7)
+            #expect(!goawayOnBind)
         }
         machine.requestStreamOpened(0)
-        let result5 = machine.beginGracefulShutdown()
-        #expect(result5 == boundFirst)
-        let result6 = machine.beginGracefulShutdown()
-        #expect(!result6)  // once only
+        let sendsGoaway = machine.beginGracefulShutdown()
+        #expect(sendsGoaway == boundFirst)
+        let sendsGoaway2 = machine.beginGracefulShutdown()
+        #expect(!sendsGoaway2)  // once only
         if !boundFirst {
-            let result7 = machine.controlStreamsDidBind(encoderStreamID: 7)
-            #expect(result7)
+            let goawayOnBind2 = machine.controlStreamsDidBind(encoderStreamID: 7)
+            #expect(goawayOnBind2)
         }
         #expect(!machine.acceptsRequests)
         #expect(!machine.shouldCloseAfterDrain)
-        let result8 = machine.requestStreamClosed(0)
-        #expect(result8)
-        let result9 = machine.requestStreamClosed(0)
-        #expect(!result9)  // an unknown stream changes nothing
+        let closesNow = machine.requestStreamClosed(0)
+        #expect(closesNow)
+        let closesNow2 = machine.requestStreamClosed(0)
+        #expect(!closesNow2)  // an unknown stream changes nothing
     }
 
     @Test("Closing after a graceful GOAWAY: requests without a response head were not processed")
@@ -127,14 +127,14 @@ struct HTTP3SessionStateMachineTests {
         _ = Self.headers(&machine, stream: 0, [(":status", "200")])
         _ = machine.goawayReceived(id: 8)
         let graceful = QUICError.applicationClosed(code: HTTP3ErrorCode.noError, reason: "", remote: true)
-        let result10 = machine.connectionClosed(error: graceful)
-        let actions = try #require(result10)
+        let closing = machine.connectionClosed(error: graceful)
+        let actions = try #require(closing)
         let failures = Dictionary(uniqueKeysWithValues: actions.streamFailures.map { ($0.streamID, $0.error) })
         #expect(failures[0] == .connectionClosed("the connection closed"))
         #expect(failures[4] == .requestRejected)
         #expect(failures[8] == .requestRejected)
-        let result11 = machine.connectionClosed(error: nil)
-        #expect(result11 == nil)  // once only
+        let closing2 = machine.connectionClosed(error: nil)
+        #expect(closing2 == nil)  // once only
         #expect(!machine.acceptsRequests)
     }
 
@@ -143,8 +143,8 @@ struct HTTP3SessionStateMachineTests {
         var machine = Self.client()
         machine.requestStreamOpened(0)
         Self.enqueue(&machine, "queued", token: 1)
-        let result12 = machine.connectionClosed(error: .idleTimeout)
-        let actions = try #require(result12)
+        let closing = machine.connectionClosed(error: .idleTimeout)
+        let actions = try #require(closing)
         #expect(actions.streamFailures.map(\.streamID) == [0])
         #expect(actions.streamFailures.first?.error == actions.error)
         #expect(actions.pendingToFail == ["queued"])
@@ -171,11 +171,11 @@ struct HTTP3SessionStateMachineTests {
     func waitsForControlStreams() {
         var machine = Machine(role: .client, maxHeaderSectionSize: 1024)
         Self.enqueue(&machine, "a", token: 1)
-        let result13 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
-        #expect(result13.isEmpty)
+        let ready = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
+        #expect(ready.isEmpty)
         _ = machine.controlStreamsDidBind(encoderStreamID: 2)
-        let result14 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
-        #expect(result14.map(\.waiter) == ["a"])
+        let ready2 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
+        #expect(ready2.map(\.waiter) == ["a"])
     }
 
     enum CancelTiming: String, CaseIterable, Sendable { case whileQueued, beforeQueued, afterSubmitted }
@@ -187,14 +187,14 @@ struct HTTP3SessionStateMachineTests {
         case .whileQueued:
             Self.enqueue(&machine, "a", token: 1)
             Self.enqueue(&machine, "b", token: 2)
-            let result15 = machine.cancelPendingRequest(token: 1)
-            #expect(result15 == "a")
-            let result16 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
-            #expect(result16.map(\.waiter) == ["b"])
+            let cancelled = machine.cancelPendingRequest(token: 1)
+            #expect(cancelled == "a")
+            let ready = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
+            #expect(ready.map(\.waiter) == ["b"])
         case .beforeQueued:
             // The cancel overtook the request: the request fails as soon as it arrives.
-            let result17 = machine.cancelPendingRequest(token: 1)
-            #expect(result17 == nil)
+            let cancelled2 = machine.cancelPendingRequest(token: 1)
+            #expect(cancelled2 == nil)
             let pending = Machine.PendingRequest(token: 1, head: Self.request(), hasBody: false, mayUseEarlyData: false, waiter: "a")
             guard case .fail(let waiter, let error) = machine.startRequest(pending) else {
                 Issue.record("a cancelled request was queued")
@@ -204,10 +204,10 @@ struct HTTP3SessionStateMachineTests {
             #expect(error is CancellationError)
         case .afterSubmitted:
             Self.enqueue(&machine, "a", token: 1)
-            let result18 = machine.requestsToSubmit(streamsLeft: 1, sendingEarlyData: false)
-            #expect(result18.count == 1)
-            let result19 = machine.cancelPendingRequest(token: 1)
-            #expect(result19 == nil)
+            let ready2 = machine.requestsToSubmit(streamsLeft: 1, sendingEarlyData: false)
+            #expect(ready2.count == 1)
+            let cancelled3 = machine.cancelPendingRequest(token: 1)
+            #expect(cancelled3 == nil)
             #expect(machine.pendingRequestCount == 0)
         }
     }
@@ -222,13 +222,13 @@ struct HTTP3SessionStateMachineTests {
         Self.enqueue(&machine, "get", token: 2, early: true)
         Self.enqueue(&machine, "put", token: 3, early: false)
         // Control streams bound, but the early-data start was not confirmed: nothing goes early.
-        let result20 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: true)
-        #expect(result20.isEmpty)
+        let ready = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: true)
+        #expect(ready.isEmpty)
         machine.earlyDataStarted()
-        let result21 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: true)
-        #expect(result21.map(\.waiter) == ["get"])
-        let result22 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
-        #expect(result22.map(\.waiter) == ["post", "put"])
+        let ready2 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: true)
+        #expect(ready2.map(\.waiter) == ["get"])
+        let ready3 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
+        #expect(ready3.map(\.waiter) == ["post", "put"])
     }
 
     @Test("Early data refused: every stream is failed for a retry and HTTP/3 starts over")
@@ -242,18 +242,18 @@ struct HTTP3SessionStateMachineTests {
         }
         Self.enqueue(&machine, "later", token: 1)
         #expect(machine.statistics.earlyRequestsSent == 2)
-        let result23 = machine.earlyDataRejected()
-        let rejected = try #require(result23)
+        let refusal = machine.earlyDataRejected()
+        let rejected = try #require(refusal)
         #expect(rejected == [0, 4])
         #expect(machine.activeRequests == 0)
         #expect(!machine.controlStreamsBound && !machine.earlyDataReady)
         #expect(!machine.hasStream(0) && !machine.hasStream(4))
         // The queued request waits for the new control streams.
-        let result24 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
-        #expect(result24.isEmpty)
+        let ready = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
+        #expect(ready.isEmpty)
         _ = machine.controlStreamsDidBind(encoderStreamID: 2)
-        let result25 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
-        #expect(result25.map(\.waiter) == ["later"])
+        let ready2 = machine.requestsToSubmit(streamsLeft: 10, sendingEarlyData: false)
+        #expect(ready2.map(\.waiter) == ["later"])
         machine.countRetry(tooEarly: false)
         machine.countRetry(tooEarly: true)
         #expect(machine.statistics.earlyRequestsResent == 1 && machine.statistics.tooEarlyRetries == 1)
@@ -263,8 +263,8 @@ struct HTTP3SessionStateMachineTests {
           arguments: [(Int64(0), true), (Int64(4), false), (Int64(2), false)])
     func earlyRequestOnServer(stream: Int64, early: Bool) {
         var machine = Self.server()
-        let result26 = machine.earlyDataRejected()
-        #expect(result26 == nil)
+        let rejected = machine.earlyDataRejected()
+        #expect(rejected == nil)
         machine.receivedEarlyData(streamID: 0)
         machine.receivedEarlyData(streamID: 2)  // a unidirectional stream: not a request
         let action = Self.headers(&machine, stream: stream,
@@ -367,20 +367,20 @@ struct HTTP3SessionStateMachineTests {
     @Test("A bare FIN nghttp3 offered and ngtcp2 did not take is offered again until written")
     func bareFINRetry() {
         var machine = Self.client()
-        let result27 = machine.bareFINToOffer()
-        #expect(result27 == nil)
+        let offered = machine.bareFINToOffer()
+        #expect(offered == nil)
         machine.offered(streamID: 0, vectorCount: 0, fin: true)
-        let result28 = machine.bareFINToOffer()
-        #expect(result28 == 0)  // not taken: again
-        let result29 = machine.bareFINToOffer()
-        #expect(result29 == 0)
+        let offered2 = machine.bareFINToOffer()
+        #expect(offered2 == 0)  // not taken: again
+        let offered3 = machine.bareFINToOffer()
+        #expect(offered3 == 0)
         machine.wrote(streamID: 0, bytes: 0)
-        let result30 = machine.bareFINToOffer()
-        #expect(result30 == nil)
+        let offered4 = machine.bareFINToOffer()
+        #expect(offered4 == nil)
         machine.offered(streamID: 4, vectorCount: 0, fin: true)
         machine.forgetFIN(4)  // the peer stopped the stream
-        let result31 = machine.bareFINToOffer()
-        #expect(result31 == nil)
+        let offered5 = machine.bareFINToOffer()
+        #expect(offered5 == nil)
     }
 
     @Test("QPACK encoder bytes are counted in both directions")
