@@ -60,6 +60,8 @@ struct Serve: AsyncParsableCommand {
             help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
     var shutdownTimeout = 10.0
 
+    @OptionGroup(title: "QUIC-LB routable connection IDs") var loadBalancing: QUICLBOptions
+
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
@@ -124,6 +126,7 @@ struct Serve: AsyncParsableCommand {
         var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls, gracefulShutdownTimeout: shutdownAfter)
         configuration.quic.requireAddressValidation = retry
         configuration.quic.quic.qlogDirectory = qlogDirectory
+        configuration.quic.quicLB = try loadBalancing.serverConfiguration()
         let stop: @Sendable () async -> Void
         let boundPort: Int
         var transports = "HTTP/3 over UDP"

@@ -230,7 +230,7 @@ package final class ConnectionCore: @unchecked Sendable {
             params.retry_scid = retrySourceID.cid
             params.retry_scid_present = 1
         }
-        let scid = ConnectionID.random()
+        let scid = ConnectionID.issued(by: host)
         let resetToken = host.statelessResetToken(for: scid)
         params.stateless_reset_token_present = 1
         withUnsafeMutableBytes(of: &params.stateless_reset_token) { raw in
@@ -240,7 +240,7 @@ package final class ConnectionCore: @unchecked Sendable {
         if let preferredAddress {
             // RFC 9000, 9.6: an address the client moves to after the handshake, reached with
             // a connection ID (sequence number 1) and reset token of its own.
-            let id = ConnectionID.random()
+            let id = ConnectionID.issued(by: host)
             Self.setPreferredAddress(&params, address: preferredAddress, id: id, resetToken: host.statelessResetToken(for: id))
             preferredID = id
             reportsLocalAddress = true
@@ -912,7 +912,7 @@ package final class ConnectionCore: @unchecked Sendable {
     fileprivate func newConnectionID(cid: UnsafeMutablePointer<ngtcp2_cid>?, token: UnsafeMutablePointer<UInt8>?,
                                      length: Int) -> Int32 {
         guard let cid, let token else { return NGTCP2_ERR_CALLBACK_FAILURE }
-        let id = ConnectionID.random(length: length)
+        let id = ConnectionID.issued(by: host, length: length)
         cid.pointee = id.cid
         let resetToken = host?.statelessResetToken(for: id) ?? secureRandomBytes(Int(NGTCP2_STATELESS_RESET_TOKENLEN))
         for index in 0..<min(resetToken.count, Int(NGTCP2_STATELESS_RESET_TOKENLEN)) {

@@ -2,6 +2,7 @@ internal import CNgtcp2
 internal import CNgtcp2CryptoGnuTLS
 import Logging
 import NIOCore
+import QUICLB
 import QUICSocket
 
 /// Settings for a QUIC server endpoint.
@@ -30,6 +31,10 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     /// second socket there; clients that follow it (``QUICConfiguration/followPreferredAddress``)
     /// validate the new path and continue on it. `nil`: none.
     public var preferredAddress: PreferredAddress?
+    /// QUIC-LB routable connection IDs: every ID the server hands out carries this server ID,
+    /// so that a QUIC-LB load balancer routes a migrating or rebound client back here.
+    /// `nil`: random IDs.
+    public var quicLB: QUICLBServerConfiguration? = nil
 
     /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
     public struct PreferredAddress: Sendable, Hashable {
@@ -89,7 +94,7 @@ package struct EndpointStatistics: Sendable {
 /// negotiation, stateless reset, Retry, refusal).
 ///
 /// Confined to the socket's event loop.
-package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
+package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocketDelegate, @unchecked Sendable {
     package let socket: UDPSocket
     /// The socket on the preferred address, if one is configured, and its address.
     let preferredSocket: UDPSocket?
@@ -103,6 +108,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     private let resetKey: StatelessResetKey
     private let retryTokens: RetryTokenCodec
     private let newTokens: NewTokenCodec
+    let connectionIDs: ServerConnectionIDs
     private var routes: [ConnectionID: ConnectionCore] = [:]
     private var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
@@ -143,6 +149,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                                            lifetime: configuration.retryTokenLifetime)
         self.newTokens = NewTokenCodec(secret: Array(key.reversed().prefix(32)),
                                        lifetime: configuration.addressValidationTokenLifetime)
+        self.connectionIDs = try ServerConnectionIDs(configuration: configuration.quicLB)
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
@@ -175,7 +182,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                 return (-1, ConnectionID(unchecked: []), ConnectionID(unchecked: []))
             }
             var vc = ngtcp2_version_cid()
-            let rv = ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, ConnectionID.issuedLength)
+            let rv = ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, connectionIDs.length)
             guard rv == 0 || rv == NGTCP2_ERR_VERSION_NEGOTIATION else {
                 return (rv, ConnectionID(unchecked: []), ConnectionID(unchecked: []))
             }
@@ -344,7 +351,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     private func sendRetry(to header: ngtcp2_pkt_hd, datagram: InboundDatagram, now: UInt64) {
-        let retrySource = ConnectionID.random()
+        let retrySource = connectionIDs.make()
         let clientDestination = ConnectionID(header.dcid)
         guard let token = retryTokens.makeToken(remote: datagram.remoteAddress, retrySourceID: retrySource,
                                                 originalDestinationID: clientDestination,
@@ -401,6 +408,10 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
 
     func unregister(_ id: ConnectionID) {
         routes[id] = nil
+    }
+
+    func issueConnectionID(requestedLength: Int?) -> ConnectionID {
+        connectionIDs.make(requestedLength: requestedLength)
     }
 
     func statelessResetToken(for id: ConnectionID) -> [UInt8] {
