@@ -109,6 +109,8 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
     private let retryTokens: RetryTokenCodec
     private let newTokens: NewTokenCodec
     let connectionIDs: ServerConnectionIDs
+    /// The other loops of a multi-loop server (ServerEndpointGroup.swift); `nil`: one loop.
+    let group: EndpointGroupContext?
     private var routes: [ConnectionID: ConnectionCore] = [:]
     private var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
@@ -122,7 +124,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
 
     init(socket: UDPSocket, preferredSocket: UDPSocket? = nil, configuration: QUICServerConfiguration, logger: Logger,
          makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
-         onEstablished: @escaping (ConnectionCore) -> Void) throws(QUICError) {
+         onEstablished: @escaping (ConnectionCore) -> Void, group: EndpointGroupContext? = nil) throws(QUICError) {
         try configuration.quic.validate()
         if configuration.maxConnections < 1 { throw .invalidArgument("maxConnections must be at least 1") }
         let key = configuration.statelessResetKey ?? secureRandomBytes(32)
@@ -141,7 +143,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         }
         self.primaryLocal = socket.localAddress
         self.configuration = configuration
-        self.credentials = try TLSCredentials(configuration: configuration.quic.tls, isServer: true)
+        self.credentials = try EndpointGroupContext.credentials(for: group, configuration: configuration)
         self.logger = logger
         self.resetKey = StatelessResetKey(secret: Array(key.prefix(32)))
         // A separate key for tokens, derived so that one configured key serves both.
@@ -149,7 +151,9 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
                                            lifetime: configuration.retryTokenLifetime)
         self.newTokens = NewTokenCodec(secret: Array(key.reversed().prefix(32)),
                                        lifetime: configuration.addressValidationTokenLifetime)
-        self.connectionIDs = try ServerConnectionIDs(configuration: configuration.quicLB)
+        self.connectionIDs = try ServerConnectionIDs(configuration: group?.quicLB ?? configuration.quicLB,
+                                                     loopTag: group.map { UInt8($0.loopIndex) })
+        self.group = group
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
@@ -201,6 +205,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
             connection.receive(datagram, local: preferredSocket == nil ? nil : (socket === preferredSocket ? preferredLocal : primaryLocal))
             return
         }
+        if let group, group.handOff(destination, datagram, from: self) { return }
         if socket === preferredSocket {
             // New connections start on the main address.
             statistics.droppedDatagrams += 1
@@ -245,7 +250,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
             statistics.droppedDatagrams += 1
             return
         }
-        if connections.count >= configuration.maxConnections {
+        if connections.count >= configuration.maxConnections || !(group?.budget.hasRoom ?? true) {
             statistics.refusedConnections += 1
             sendConnectionClose(to: header, datagram: datagram, error: TransportErrorCode.connectionRefused)
             return
@@ -301,6 +306,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
             return
         }
         connections[ObjectIdentifier(connection)] = connection
+        group?.budget.add()
         statistics.connectionsAccepted += 1
         // Read first: ngtcp2 derives the Initial keys from the client's first packet.
         connection.receive(datagram)
@@ -428,7 +434,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
     }
 
     func connectionDidFinish(_ connection: ConnectionCore) {
-        connections[ObjectIdentifier(connection)] = nil
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil { group?.budget.remove() }
         if closing && connections.isEmpty {
             socket.close()
         }
