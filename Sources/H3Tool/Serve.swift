@@ -60,6 +60,10 @@ struct Serve: AsyncParsableCommand {
             help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
     var shutdownTimeout = 10.0
 
+    @Option(help: ArgumentHelp("Event loops serving HTTP/3, each with its own SO_REUSEPORT socket on the port (default: one per core).",
+                               valueName: "n"))
+    var threads = System.coreCount
+
     @OptionGroup(title: "QUIC-LB routable connection IDs") var loadBalancing: QUICLBOptions
 
     func validate() throws {
@@ -73,6 +77,9 @@ struct Serve: AsyncParsableCommand {
         }
         if !tcp && (altSvcPort != nil || altSvcMaxAge != 86400) {
             throw ValidationError("--alt-svc-port and --alt-svc-max-age go with --tcp")
+        }
+        if !(1...min(255, System.coreCount)).contains(threads) {
+            throw ValidationError("--threads must be between 1 and the number of cores (\(System.coreCount))")
         }
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
             throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
@@ -127,6 +134,7 @@ struct Serve: AsyncParsableCommand {
         configuration.quic.requireAddressValidation = retry
         configuration.quic.quic.qlogDirectory = qlogDirectory
         configuration.quic.quicLB = try loadBalancing.serverConfiguration()
+        configuration.loops = threads
         let stop: @Sendable () async -> Void
         let boundPort: Int
         var transports = "HTTP/3 over UDP"

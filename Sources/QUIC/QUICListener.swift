@@ -112,7 +112,7 @@ public final class QUICListener: Sendable {
     package func loopStatistics() async throws -> [(statistics: EndpointStatistics, handedOff: Int)] {
         var result: [(statistics: EndpointStatistics, handedOff: Int)] = []
         for endpoint in endpoints {
-            result.append(try await endpoint.eventLoop.submit { (endpoint.currentStatistics, endpoint.group?.handedOff ?? 0) }.get())
+            result.append(try await endpoint.eventLoop.submit { (endpoint.currentStatistics, endpoint.handedOffDatagrams) }.get())
         }
         return result
     }

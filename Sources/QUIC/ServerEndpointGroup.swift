@@ -153,3 +153,8 @@ extension QUICListener {
         return endpoints
     }
 }
+
+extension ServerEndpoint {
+    /// Datagrams this endpoint handed to another loop of its server (call on its loop).
+    package var handedOffDatagrams: Int { group?.handedOff ?? 0 }
+}
