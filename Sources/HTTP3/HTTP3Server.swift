@@ -29,8 +29,9 @@ public struct HTTP3ServerConfiguration: Sendable {
     public var handlerExecution: HTTPHandlerExecution
     /// How many event loops (each with its own `SO_REUSEPORT` socket on the port) serve
     /// connections; see ``QUICListener/bind(host:port:configuration:loops:socketOptions:eventLoopGroup:logger:)``.
-    /// The event loop group needs at least this many loops. 1 (the default): one loop.
-    public var loops: Int = 1
+    /// The event loop group needs at least this many loops. `nil` (the default): one per core
+    /// (at most the group's loop count), or 1 with a preferred address.
+    public var loops: Int? = nil
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration,
@@ -80,7 +81,7 @@ public final class HTTP3Server: Sendable {
                             logger: Logger = Logger(label: "swift-h3.http3.server")) async throws -> HTTP3Server {
         var quic = configuration.quic
         quic.quic.tls.applicationProtocols = ["h3"]
-        let loopCount = max(1, configuration.loops)
+        let loopCount = QUICListener.resolvedLoopCount(configuration.loops, configuration: quic, eventLoopGroup: eventLoopGroup)
         // One state per loop, each confined to its loop (bindEndpoints takes the group's first
         // `loops` loops, in this order).
         let states = (0..<loopCount).map { _ in
@@ -135,8 +136,7 @@ public final class HTTP3Server: Sendable {
     /// Counters of the server's QUIC endpoint: Retries, address tokens, refusals (for
     /// diagnostics and tests).
     package func endpointStatistics() async throws -> EndpointStatistics {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+        .summing(try await loopStatistics().map(\.statistics))
     }
 
     /// Counters of the server's connections (for diagnostics and tests).

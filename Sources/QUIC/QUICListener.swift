@@ -35,17 +35,16 @@ public final class QUICListener: Sendable {
     /// the kernel spreads clients over them by their 4-tuple, each connection stays on the loop
     /// that accepted it, and a datagram the kernel delivers to another loop's socket (after a
     /// migration or NAT rebinding) is handed over by the loop index its connection ID carries.
-    /// The preferred address (``QUICServerConfiguration/preferredAddress``) needs one loop.
-    public static func bind(host: String, port: Int, configuration: QUICServerConfiguration, loops: Int = 1,
+    /// `nil` (the default) means one loop per core, at most as many as the group has; a
+    /// preferred address (``QUICServerConfiguration/preferredAddress``) needs one loop.
+    public static func bind(host: String, port: Int, configuration: QUICServerConfiguration, loops: Int? = nil,
                             socketOptions: UDPSocketOptions = .init(),
                             eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                             logger: Logger = Logger(label: "swift-h3.quic.server")) async throws -> QUICListener {
         let (stream, continuation) = AsyncStream.makeStream(of: QUICConnection.self)
-        if loops > 1 && configuration.preferredAddress != nil {
-            throw QUICError.invalidArgument("a preferred address needs a single-loop listener")
-        }
         let endpoints = try await bindEndpoints(
-            host: host, port: port, loops: loops, configuration: configuration, socketOptions: socketOptions,
+            host: host, port: port,
+            loops: resolvedLoopCount(loops, configuration: configuration, eventLoopGroup: eventLoopGroup), configuration: configuration, socketOptions: socketOptions,
             eventLoopGroup: eventLoopGroup, logger: logger,
             makeApplication: { core in StreamApplication(core: core) },
             onEstablished: { core in
@@ -119,18 +118,28 @@ public final class QUICListener: Sendable {
 
     /// What the endpoint did with datagrams it could not route (for diagnostics and tests).
     package func statistics() async throws -> EndpointStatistics {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+        .summing(try await loopStatistics().map(\.statistics))
     }
 
-    /// What the listener's UDP socket handed to and got from the kernel, and whether GSO and
-    /// GRO are on (for tests and diagnostics).
+    /// What the listener's UDP sockets (one per loop, added up) handed to and got from the
+    /// kernel, and whether GSO and GRO are on (on every socket) (for tests and diagnostics).
     package func socketStatistics() async throws -> (statistics: UDPSocketStatistics, segmentationOffload: Bool,
                                                       receiveOffload: Bool) {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit {
-            (endpoint.socket.statistics, endpoint.socket.segmentationOffloadEnabled, endpoint.socket.receiveOffloadEnabled)
-        }.get()
+        var all: [(statistics: UDPSocketStatistics, gso: Bool, gro: Bool)] = []
+        for endpoint in endpoints {
+            all.append(try await endpoint.eventLoop.submit {
+                (endpoint.socket.statistics, endpoint.socket.segmentationOffloadEnabled, endpoint.socket.receiveOffloadEnabled)
+            }.get())
+        }
+        // bindEndpoints makes at least one endpoint.
+        var total = all[0].statistics
+        for other in all.dropFirst() {
+            total.sentMessages += other.statistics.sentMessages
+            total.sentDatagrams += other.statistics.sentDatagrams
+            total.receivedMessages += other.statistics.receivedMessages
+            total.receivedDatagrams += other.statistics.receivedDatagrams
+        }
+        return (total, all.allSatisfy(\.gso), all.allSatisfy(\.gro))
     }
 
     /// Hands `bytes` to the endpoint as if they had arrived on its socket from `remoteAddress`,
@@ -146,7 +155,6 @@ public final class QUICListener: Sendable {
 
     /// Drops every connection's state without telling the peers (tests of stateless reset).
     package func abandonAllConnections() async throws {
-        let endpoint = self.endpoint
-        try await endpoint.eventLoop.submit { endpoint.abandonAllConnections() }.get()
+        for endpoint in endpoints { try await endpoint.eventLoop.submit { endpoint.abandonAllConnections() }.get() }
     }
 }

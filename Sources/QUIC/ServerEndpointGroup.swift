@@ -95,6 +95,17 @@ final class EndpointGroupContext: @unchecked Sendable {
 }
 
 extension QUICListener {
+    /// The loop count a server runs with: `loops` if given, otherwise one per core (at most the
+    /// group's loop count), and 1 with a preferred address (whose second socket one loop owns).
+    package static func resolvedLoopCount(_ loops: Int?, configuration: QUICServerConfiguration,
+                                          eventLoopGroup: any EventLoopGroup) -> Int {
+        if let loops { return loops }
+        if configuration.preferredAddress != nil { return 1 }
+        var available = 0
+        for _ in eventLoopGroup.makeIterator() { available += 1 }
+        return max(1, min(System.coreCount, available, 255))
+    }
+
     /// Binds one `SO_REUSEPORT` socket per loop on the same address and port, each with its own
     /// server endpoint on its own event loop of `eventLoopGroup`.
     package static func bindEndpoints(host: String, port: Int, loops: Int, configuration: QUICServerConfiguration,
@@ -103,6 +114,9 @@ extension QUICListener {
                                       makeApplication: @escaping @Sendable (ConnectionCore) throws -> any QUICApplicationProtocol,
                                       onEstablished: @escaping @Sendable (ConnectionCore) -> Void) async throws -> [ServerEndpoint] {
         guard (1...255).contains(loops) else { throw QUICError.invalidArgument("the loop count must be 1 to 255, not \(loops)") }
+        if loops > 1 && configuration.preferredAddress != nil {
+            throw QUICError.invalidArgument("a preferred address needs a single-loop server")
+        }
         if loops == 1 {
             return [try await bindEndpoint(host: host, port: port, configuration: configuration, socketOptions: socketOptions,
                                            eventLoopGroup: eventLoopGroup, logger: logger, makeApplication: makeApplication,
@@ -157,4 +171,25 @@ extension QUICListener {
 extension ServerEndpoint {
     /// Datagrams this endpoint handed to another loop of its server (call on its loop).
     package var handedOffDatagrams: Int { group?.handedOff ?? 0 }
+}
+
+extension EndpointStatistics {
+    /// The counters of several loops' endpoints added up.
+    package static func summing(_ all: [EndpointStatistics]) -> EndpointStatistics {
+        var total = EndpointStatistics()
+        for item in all {
+            total.versionNegotiationsSent += item.versionNegotiationsSent
+            total.statelessResetsSent += item.statelessResetsSent
+            total.retriesSent += item.retriesSent
+            total.invalidTokens += item.invalidTokens
+            total.addressTokensIssued += item.addressTokensIssued
+            total.addressTokensAccepted += item.addressTokensAccepted
+            total.refusedConnections += item.refusedConnections
+            total.droppedDatagrams += item.droppedDatagrams
+            total.connectionsAccepted += item.connectionsAccepted
+            total.openConnections += item.openConnections
+            total.routedConnectionIDs += item.routedConnectionIDs
+        }
+        return total
+    }
 }
