@@ -230,7 +230,8 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // The userspace network simulator: a dependency-free UDP relay that impairs traffic.
+        // The userspace network simulator: a UDP relay that impairs traffic, and a stateless
+        // QUIC-LB load balancer (its only dependency is QUICLB).
         // Optimized even in debug builds: tests push tens of megabytes through it.
         .target(
             name: "NetSim",

@@ -150,7 +150,7 @@ struct Serve: AsyncParsableCommand {
                 throw ToolError(1, "cannot serve on udp and tcp \(host) port \(port): \(error)")
             }
             boundPort = server.port
-            stop = { await server.shutdown() }
+            stop = { Console.error(await Self.loopSummary(server.http3)); await server.shutdown() }
             transports += ", HTTP/2 and HTTP/1.1 over TCP; Alt-Svc: \(server.altSvc ?? "")"
         } else {
             let server: HTTP3Server
@@ -160,7 +160,7 @@ struct Serve: AsyncParsableCommand {
                 throw ToolError(1, "cannot serve on udp \(host) port \(port): \(error)")
             }
             boundPort = server.localAddress.port ?? port
-            stop = { await server.shutdown() }
+            stop = { Console.error(await Self.loopSummary(server)); await server.shutdown() }
         }
         let shownHost = host.contains(":") ? "[\(host)]" : host
         Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (\(transports)); Ctrl-C stops")

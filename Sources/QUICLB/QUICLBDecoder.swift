@@ -97,3 +97,6 @@ public final class QUICLBDecoder {
         return route(connectionID: datagram.dropFirst())
     }
 }
+
+@available(*, unavailable, message: "QUICLBDecoder owns cipher handles: give each thread its own")
+extension QUICLBDecoder: Sendable {}

@@ -41,3 +41,6 @@ public final class QUICLBEncoder {
         return encode(nonce: nonce)
     }
 }
+
+@available(*, unavailable, message: "QUICLBEncoder owns a cipher handle: give each thread its own")
+extension QUICLBEncoder: Sendable {}
