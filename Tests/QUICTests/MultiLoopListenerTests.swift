@@ -118,4 +118,32 @@ struct MultiLoopListenerTests {
         }
         await server.stop()
     }
+
+    @Test("a session ticket from one loop resumes on either loop: the ticket key is shared")
+    func ticketsWorkOnEveryLoop() async throws {
+        let server = try await Server()
+        let cache = QUICSessionCache()
+        var configuration = clientConfiguration()
+        configuration.sessionCache = cache
+        let settings = configuration
+        try await withTimeout(120) {
+            let first = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: settings)
+            _ = try await download(first, total: 1024, seed: 3)
+            try await ResumptionTests.waitForTicket(cache)
+            await first.close()
+            // New sockets: the kernel puts these connections on both loops; each resumes.
+            var resumed = 0
+            for index in 0..<12 {
+                let again = try await QUICClient.connect(host: "127.0.0.1", port: server.port, configuration: settings)
+                if try await again.isSessionResumed { resumed += 1 }
+                _ = try await download(again, total: 1024, seed: UInt64(index))
+                await again.close()
+            }
+            #expect(resumed == 12)
+        }
+        let accepted = try await server.listener.loopStatistics().map(\.statistics.connectionsAccepted)
+        print("multi-loop resumption: connections per loop \(accepted)")
+        #expect(accepted.allSatisfy { $0 > 0 }, "13 connections all on one loop: \(accepted)")
+        await server.stop()
+    }
 }
