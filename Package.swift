@@ -182,7 +182,7 @@ let package = Package(
         .testTarget(
             name: "QUICTests",
             dependencies: [
-                "QUIC", "QUICSocket", "CNgtcp2", "CGnuTLS", "QUICTestSupport", "NetSim",
+                "QUIC", "QUICLB", "QUICSocket", "CNgtcp2", "CGnuTLS", "QUICTestSupport", "NetSim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
