@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .library(name: "QUIC", targets: ["QUIC"]),
         .library(name: "HTTPAPI", targets: ["HTTPAPI"]),
+        .library(name: "QUICLB", targets: ["QUICLB"]),
         .library(name: "HTTP3", targets: ["HTTP3"]),
         .library(name: "HTTP2", targets: ["HTTP2"]),
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
@@ -55,11 +56,15 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // QUIC-LB routable connection IDs (draft-ietf-quic-load-balancers): encoder and decoder,
+        // I/O-free, AES from GnuTLS.
+        .target(name: "QUICLB", dependencies: ["CGnuTLS"], swiftSettings: strictSettings),
+        .testTarget(name: "QUICLBTests", dependencies: ["QUICLB"], swiftSettings: strictSettings),
         // The QUIC transport: ngtcp2 + GnuTLS.
         .target(
             name: "QUIC",
             dependencies: [
-                "CNgtcp2", "CNgtcp2CryptoGnuTLS", "CGnuTLS", "QUICSocket",
+                "CNgtcp2", "CNgtcp2CryptoGnuTLS", "CGnuTLS", "QUICSocket", "QUICLB",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -137,7 +142,7 @@ let package = Package(
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient",
+                "QUIC", "QUICLB", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -177,7 +182,7 @@ let package = Package(
         .testTarget(
             name: "QUICTests",
             dependencies: [
-                "QUIC", "QUICSocket", "CNgtcp2", "CGnuTLS", "QUICTestSupport", "NetSim",
+                "QUIC", "QUICLB", "QUICSocket", "CNgtcp2", "CGnuTLS", "QUICTestSupport", "NetSim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -243,26 +248,28 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim",
+                "H3Tool", "h3", "QUIC", "QUICLB", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
-        // The userspace network simulator: a dependency-free UDP relay that impairs traffic.
+        // The userspace network simulator: a UDP relay that impairs traffic, and a stateless
+        // QUIC-LB load balancer (its only dependency is QUICLB).
         // Optimized even in debug builds: tests push tens of megabytes through it.
         .target(
             name: "NetSim",
+            dependencies: ["QUICLB"],
             swiftSettings: strictSettings + [.unsafeFlags(["-O"])]
         ),
         .executableTarget(
             name: "h3-netsim",
-            dependencies: ["NetSim"],
+            dependencies: ["NetSim", "QUICLB"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "NetSimTests",
-            dependencies: ["NetSim"],
+            dependencies: ["NetSim", "QUICLB"],
             swiftSettings: strictSettings
         ),
         // What each libFuzzer target in Fuzz/ does with one input; the regression tests replay

@@ -60,6 +60,12 @@ struct Serve: AsyncParsableCommand {
             help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
     var shutdownTimeout = 10.0
 
+    @Option(help: ArgumentHelp("Event loops serving HTTP/3, each with its own SO_REUSEPORT socket on the port (default: one per core).",
+                               valueName: "n"))
+    var threads = System.coreCount
+
+    @OptionGroup(title: "QUIC-LB routable connection IDs") var loadBalancing: QUICLBOptions
+
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
@@ -71,6 +77,9 @@ struct Serve: AsyncParsableCommand {
         }
         if !tcp && (altSvcPort != nil || altSvcMaxAge != 86400) {
             throw ValidationError("--alt-svc-port and --alt-svc-max-age go with --tcp")
+        }
+        if !(1...min(255, System.coreCount)).contains(threads) {
+            throw ValidationError("--threads must be between 1 and the number of cores (\(System.coreCount))")
         }
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
             throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
@@ -124,6 +133,8 @@ struct Serve: AsyncParsableCommand {
         var configuration = HTTP3ServerConfiguration(host: host, port: port, tls: tls, gracefulShutdownTimeout: shutdownAfter)
         configuration.quic.requireAddressValidation = retry
         configuration.quic.quic.qlogDirectory = qlogDirectory
+        configuration.quic.quicLB = try loadBalancing.serverConfiguration()
+        configuration.loops = threads
         let stop: @Sendable () async -> Void
         let boundPort: Int
         var transports = "HTTP/3 over UDP"
@@ -139,7 +150,7 @@ struct Serve: AsyncParsableCommand {
                 throw ToolError(1, "cannot serve on udp and tcp \(host) port \(port): \(error)")
             }
             boundPort = server.port
-            stop = { await server.shutdown() }
+            stop = { Console.error(await Self.loopSummary(server.http3)); await server.shutdown() }
             transports += ", HTTP/2 and HTTP/1.1 over TCP; Alt-Svc: \(server.altSvc ?? "")"
         } else {
             let server: HTTP3Server
@@ -149,7 +160,7 @@ struct Serve: AsyncParsableCommand {
                 throw ToolError(1, "cannot serve on udp \(host) port \(port): \(error)")
             }
             boundPort = server.localAddress.port ?? port
-            stop = { await server.shutdown() }
+            stop = { Console.error(await Self.loopSummary(server)); await server.shutdown() }
         }
         let shownHost = host.contains(":") ? "[\(host)]" : host
         Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (\(transports)); Ctrl-C stops")

@@ -27,6 +27,11 @@ public struct HTTP3ServerConfiguration: Sendable {
     /// Where handlers run: on Swift's global executor (the default) or on the connection's
     /// event loop (faster for small requests; see ``HTTPHandlerExecution``).
     public var handlerExecution: HTTPHandlerExecution
+    /// How many event loops (each with its own `SO_REUSEPORT` socket on the port) serve
+    /// connections; see ``QUICListener/bind(host:port:configuration:loops:socketOptions:eventLoopGroup:logger:)``.
+    /// The event loop group needs at least this many loops. `nil` (the default): one per core
+    /// (at most the group's loop count), or 1 with a preferred address.
+    public var loops: Int? = nil
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration,
@@ -54,14 +59,18 @@ public struct HTTP3ServerConfiguration: Sendable {
 /// await server.shutdown()   // GOAWAY, requests in flight finish, then close
 /// ```
 public final class HTTP3Server: Sendable {
+    /// The first loop's endpoint and state (the only ones with one loop).
     let endpoint: ServerEndpoint
     let state: HTTP3ServerState
+    /// Each loop's endpoint with the state of the sessions on that loop.
+    let loops: [(endpoint: ServerEndpoint, state: HTTP3ServerState)]
     /// The bound address.
     public let localAddress: SocketAddress
 
-    private init(endpoint: ServerEndpoint, state: HTTP3ServerState, localAddress: SocketAddress) {
-        self.endpoint = endpoint
-        self.state = state
+    private init(loops: [(endpoint: ServerEndpoint, state: HTTP3ServerState)], localAddress: SocketAddress) {
+        self.endpoint = loops[0].endpoint
+        self.state = loops[0].state
+        self.loops = loops
         self.localAddress = localAddress
     }
 
@@ -72,59 +81,79 @@ public final class HTTP3Server: Sendable {
                             logger: Logger = Logger(label: "swift-h3.http3.server")) async throws -> HTTP3Server {
         var quic = configuration.quic
         quic.quic.tls.applicationProtocols = ["h3"]
-        let state = HTTP3ServerState(handler: handler, settings: configuration.http3, logger: logger,
-                                     shutdownTimeout: configuration.gracefulShutdownTimeout,
-                                     goawayChance: configuration.goawayChance,
-                                     handlerExecution: configuration.handlerExecution)
+        let loopCount = QUICListener.resolvedLoopCount(configuration.loops, configuration: quic, eventLoopGroup: eventLoopGroup)
+        // One state per loop, each confined to its loop (bindEndpoints takes the group's first
+        // `loops` loops, in this order).
+        let states = (0..<loopCount).map { _ in
+            HTTP3ServerState(handler: handler, settings: configuration.http3, logger: logger,
+                             shutdownTimeout: configuration.gracefulShutdownTimeout,
+                             goawayChance: configuration.goawayChance,
+                             handlerExecution: configuration.handlerExecution)
+        }
+        let eventLoops = loopCount > 1 ? Array(eventLoopGroup.makeIterator().prefix(loopCount)) : []
         let maxStreams = quic.quic.maxIncomingBidirectionalStreams
-        let endpoint = try await QUICListener.bindEndpoint(
-            host: configuration.host, port: configuration.port, configuration: quic, socketOptions: socketOptions,
-            eventLoopGroup: eventLoopGroup, logger: logger,
+        let endpoints = try await QUICListener.bindEndpoints(
+            host: configuration.host, port: configuration.port, loops: loopCount, configuration: quic,
+            socketOptions: socketOptions, eventLoopGroup: eventLoopGroup, logger: logger,
             makeApplication: { core in
                 let session = try HTTP3Session(core: core, role: .server, settings: configuration.http3,
                                                maxIncomingStreams: maxStreams, logger: logger)
-                state.add(session)
+                let index = eventLoops.firstIndex { $0 === core.eventLoop } ?? 0
+                states[index].add(session)
                 return session
             },
             onEstablished: { _ in })
-        guard let address = endpoint.socket.localAddress else {
+        guard let address = endpoints[0].socket.localAddress else {
             throw QUICError.internalError("the bound socket has no local address")
         }
-        return HTTP3Server(endpoint: endpoint, state: state, localAddress: address)
+        return HTTP3Server(loops: Array(zip(endpoints, states)).map { (endpoint: $0.0, state: $0.1) }, localAddress: address)
     }
 
     /// Shuts down gracefully: new connections and requests are refused (GOAWAY), requests in
     /// flight finish (up to the configured timeout), then every connection closes.
     public func shutdown() async {
-        let endpoint = self.endpoint, state = self.state
-        let drained = try? await endpoint.eventLoop.submit { () -> EventLoopFuture<Void> in
-            endpoint.stopAccepting()
-            return state.beginShutdown(on: endpoint.eventLoop)
-        }.get()
-        _ = try? await drained?.get()
-        endpoint.eventLoop.execute { endpoint.close(applicationError: HTTP3ErrorCode.noError) }
-        try? await endpoint.closeFuture.get()
+        var drains: [EventLoopFuture<Void>] = []
+        for (endpoint, state) in loops {
+            if let drained = try? await endpoint.eventLoop.submit({ () -> EventLoopFuture<Void> in
+                endpoint.stopAccepting()
+                return state.beginShutdown(on: endpoint.eventLoop)
+            }).get() {
+                drains.append(drained)
+            }
+        }
+        for drained in drains { _ = try? await drained.get() }
+        for (endpoint, _) in loops { endpoint.eventLoop.execute { endpoint.close(applicationError: HTTP3ErrorCode.noError) } }
+        for (endpoint, _) in loops { try? await endpoint.closeFuture.get() }
     }
 
     /// Sends GOAWAY on every open connection (each finishes its requests in flight, then
     /// closes) while the server keeps accepting new connections: moves long-lived clients to
     /// fresh connections.
     package func goAway() async {
-        let state = self.state
-        try? await endpoint.eventLoop.submit { state.goAwayAll() }.get()
+        for (endpoint, state) in loops { try? await endpoint.eventLoop.submit { state.goAwayAll() }.get() }
     }
 
     /// Counters of the server's QUIC endpoint: Retries, address tokens, refusals (for
     /// diagnostics and tests).
     package func endpointStatistics() async throws -> EndpointStatistics {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+        .summing(try await loopStatistics().map(\.statistics))
     }
 
     /// Counters of the server's connections (for diagnostics and tests).
     package func statistics() async throws -> [HTTP3SessionStatistics] {
-        let state = self.state
-        return try await endpoint.eventLoop.submit { state.sessionStatistics() }.get()
+        var all: [HTTP3SessionStatistics] = []
+        for (endpoint, state) in loops { all += try await endpoint.eventLoop.submit { state.sessionStatistics() }.get() }
+        return all
+    }
+
+    /// Each loop's endpoint counters (connections accepted per loop) and the datagrams it
+    /// handed to another loop.
+    package func loopStatistics() async throws -> [(statistics: EndpointStatistics, handedOff: Int)] {
+        var result: [(statistics: EndpointStatistics, handedOff: Int)] = []
+        for (endpoint, _) in loops {
+            result.append(try await endpoint.eventLoop.submit { (endpoint.currentStatistics, endpoint.handedOffDatagrams) }.get())
+        }
+        return result
     }
 }
 

@@ -134,7 +134,7 @@ final class ThreadHandle: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var joined = false
 
-    private init(thread: pthread_t) {
+    init(thread: pthread_t) {
         self.thread = thread
         pthread_mutex_init(&mutex, nil)
     }

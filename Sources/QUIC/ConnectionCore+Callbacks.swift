@@ -50,7 +50,7 @@ extension ConnectionCore {
     func newConnectionID(cid: UnsafeMutablePointer<ngtcp2_cid>?, token: UnsafeMutablePointer<UInt8>?,
                          length: Int) -> Int32 {
         guard let cid, let token else { return NGTCP2_ERR_CALLBACK_FAILURE }
-        let id = ConnectionID.random(length: length)
+        let id = ConnectionID.issued(by: host, length: length)
         cid.pointee = id.cid
         let resetToken = host?.statelessResetToken(for: id) ?? secureRandomBytes(Int(NGTCP2_STATELESS_RESET_TOKENLEN))
         for index in 0..<min(resetToken.count, Int(NGTCP2_STATELESS_RESET_TOKENLEN)) {

@@ -196,7 +196,7 @@ package final class ConnectionCore: @unchecked Sendable {
             params.retry_scid = retrySourceID.cid
             params.retry_scid_present = 1
         }
-        let scid = ConnectionID.random()
+        let scid = ConnectionID.issued(by: host)
         let resetToken = host.statelessResetToken(for: scid)
         params.stateless_reset_token_present = 1
         withUnsafeMutableBytes(of: &params.stateless_reset_token) { raw in
@@ -206,7 +206,7 @@ package final class ConnectionCore: @unchecked Sendable {
         if let preferredAddress {
             // RFC 9000, 9.6: an address the client moves to after the handshake, reached with
             // a connection ID (sequence number 1) and reset token of its own.
-            let id = ConnectionID.random()
+            let id = ConnectionID.issued(by: host)
             Self.setPreferredAddress(&params, address: preferredAddress, id: id, resetToken: host.statelessResetToken(for: id))
             preferredID = id
             reportsLocalAddress = true

@@ -12,26 +12,39 @@ import QUICSocket
 /// }
 /// ```
 public final class QUICListener: Sendable {
+    /// The first loop's endpoint (the only one with one loop).
     let endpoint: ServerEndpoint
+    /// One endpoint per loop, each on its own `SO_REUSEPORT` socket of the same port.
+    let endpoints: [ServerEndpoint]
     /// The address the listener is bound to (with the real port when bound to port 0).
     public let localAddress: SocketAddress
     /// Connections whose handshake completed, in order. Ends when the listener closes.
     public let connections: AsyncStream<QUICConnection>
 
-    private init(endpoint: ServerEndpoint, localAddress: SocketAddress, connections: AsyncStream<QUICConnection>) {
-        self.endpoint = endpoint
+    private init(endpoints: [ServerEndpoint], localAddress: SocketAddress, connections: AsyncStream<QUICConnection>) {
+        self.endpoint = endpoints[0]
+        self.endpoints = endpoints
         self.localAddress = localAddress
         self.connections = connections
     }
 
     /// Binds a UDP socket and starts accepting QUIC connections.
-    public static func bind(host: String, port: Int, configuration: QUICServerConfiguration,
+    ///
+    /// With `loops` above 1 it binds that many `SO_REUSEPORT` sockets on the same address and
+    /// port, each served by its own event loop of `eventLoopGroup` (which must have that many):
+    /// the kernel spreads clients over them by their 4-tuple, each connection stays on the loop
+    /// that accepted it, and a datagram the kernel delivers to another loop's socket (after a
+    /// migration or NAT rebinding) is handed over by the loop index its connection ID carries.
+    /// `nil` (the default) means one loop per core, at most as many as the group has; a
+    /// preferred address (``QUICServerConfiguration/preferredAddress``) needs one loop.
+    public static func bind(host: String, port: Int, configuration: QUICServerConfiguration, loops: Int? = nil,
                             socketOptions: UDPSocketOptions = .init(),
                             eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                             logger: Logger = Logger(label: "swift-h3.quic.server")) async throws -> QUICListener {
         let (stream, continuation) = AsyncStream.makeStream(of: QUICConnection.self)
-        let endpoint = try await bindEndpoint(
-            host: host, port: port, configuration: configuration, socketOptions: socketOptions,
+        let endpoints = try await bindEndpoints(
+            host: host, port: port,
+            loops: resolvedLoopCount(loops, configuration: configuration, eventLoopGroup: eventLoopGroup), configuration: configuration, socketOptions: socketOptions,
             eventLoopGroup: eventLoopGroup, logger: logger,
             makeApplication: { core in StreamApplication(core: core) },
             onEstablished: { core in
@@ -40,11 +53,12 @@ public final class QUICListener: Sendable {
                 application.connection = connection
                 continuation.yield(connection)
             })
-        endpoint.closeFuture.whenComplete { _ in continuation.finish() }
-        guard let address = endpoint.socket.localAddress else {
+        let closed = EventLoopFuture.andAllComplete(endpoints.map(\.closeFuture), on: endpoints[0].eventLoop)
+        closed.whenComplete { _ in continuation.finish() }
+        guard let address = endpoints[0].socket.localAddress else {
             throw QUICError.internalError("the bound socket has no local address")
         }
-        return QUICListener(endpoint: endpoint, localAddress: address, connections: stream)
+        return QUICListener(endpoints: endpoints, localAddress: address, connections: stream)
     }
 
     /// Binds a server endpoint whose connections run the given application protocol
@@ -88,25 +102,44 @@ public final class QUICListener: Sendable {
 
     /// Closes every connection (application error 0) and then the socket; returns when done.
     public func close() async {
-        let endpoint = self.endpoint
-        endpoint.eventLoop.execute { endpoint.close() }
-        try? await endpoint.closeFuture.get()
+        for endpoint in endpoints { endpoint.eventLoop.execute { endpoint.close() } }
+        for endpoint in endpoints { try? await endpoint.closeFuture.get() }
+    }
+
+    /// Each loop's endpoint counters and how many datagrams it handed to another loop (for
+    /// diagnostics and tests).
+    package func loopStatistics() async throws -> [(statistics: EndpointStatistics, handedOff: Int)] {
+        var result: [(statistics: EndpointStatistics, handedOff: Int)] = []
+        for endpoint in endpoints {
+            result.append(try await endpoint.eventLoop.submit { (endpoint.currentStatistics, endpoint.handedOffDatagrams) }.get())
+        }
+        return result
     }
 
     /// What the endpoint did with datagrams it could not route (for diagnostics and tests).
     package func statistics() async throws -> EndpointStatistics {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit { endpoint.currentStatistics }.get()
+        .summing(try await loopStatistics().map(\.statistics))
     }
 
-    /// What the listener's UDP socket handed to and got from the kernel, and whether GSO and
-    /// GRO are on (for tests and diagnostics).
+    /// What the listener's UDP sockets (one per loop, added up) handed to and got from the
+    /// kernel, and whether GSO and GRO are on (on every socket) (for tests and diagnostics).
     package func socketStatistics() async throws -> (statistics: UDPSocketStatistics, segmentationOffload: Bool,
                                                       receiveOffload: Bool) {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit {
-            (endpoint.socket.statistics, endpoint.socket.segmentationOffloadEnabled, endpoint.socket.receiveOffloadEnabled)
-        }.get()
+        var all: [(statistics: UDPSocketStatistics, gso: Bool, gro: Bool)] = []
+        for endpoint in endpoints {
+            all.append(try await endpoint.eventLoop.submit {
+                (endpoint.socket.statistics, endpoint.socket.segmentationOffloadEnabled, endpoint.socket.receiveOffloadEnabled)
+            }.get())
+        }
+        // bindEndpoints makes at least one endpoint.
+        var total = all[0].statistics
+        for other in all.dropFirst() {
+            total.sentMessages += other.statistics.sentMessages
+            total.sentDatagrams += other.statistics.sentDatagrams
+            total.receivedMessages += other.statistics.receivedMessages
+            total.receivedDatagrams += other.statistics.receivedDatagrams
+        }
+        return (total, all.allSatisfy(\.gso), all.allSatisfy(\.gro))
     }
 
     /// Hands `bytes` to the endpoint as if they had arrived on its socket from `remoteAddress`,
@@ -122,7 +155,6 @@ public final class QUICListener: Sendable {
 
     /// Drops every connection's state without telling the peers (tests of stateless reset).
     package func abandonAllConnections() async throws {
-        let endpoint = self.endpoint
-        try await endpoint.eventLoop.submit { endpoint.abandonAllConnections() }.get()
+        for endpoint in endpoints { try await endpoint.eventLoop.submit { endpoint.abandonAllConnections() }.get() }
     }
 }

@@ -2,6 +2,7 @@ internal import CNgtcp2
 internal import CNgtcp2CryptoGnuTLS
 import Logging
 import NIOCore
+import QUICLB
 import QUICSocket
 
 /// Settings for a QUIC server endpoint.
@@ -30,6 +31,10 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     /// second socket there; clients that follow it (``QUICConfiguration/followPreferredAddress``)
     /// validate the new path and continue on it. `nil`: none.
     public var preferredAddress: PreferredAddress?
+    /// QUIC-LB routable connection IDs: every ID the server hands out carries this server ID,
+    /// so that a QUIC-LB load balancer routes a migrating or rebound client back here.
+    /// `nil`: random IDs.
+    public var quicLB: QUICLBServerConfiguration? = nil
 
     /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
     public struct PreferredAddress: Sendable, Hashable {
@@ -89,7 +94,7 @@ package struct EndpointStatistics: Sendable {
 /// negotiation, stateless reset, Retry, refusal).
 ///
 /// Confined to the socket's event loop.
-package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
+package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocketDelegate, @unchecked Sendable {
     package let socket: UDPSocket
     /// The socket on the preferred address, if one is configured, and its address.
     let preferredSocket: UDPSocket?
@@ -103,6 +108,9 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     private let resetKey: StatelessResetKey
     private let retryTokens: RetryTokenCodec
     private let newTokens: NewTokenCodec
+    let connectionIDs: ServerConnectionIDs
+    /// The other loops of a multi-loop server (ServerEndpointGroup.swift); `nil`: one loop.
+    let group: EndpointGroupContext?
     private var routes: [ConnectionID: ConnectionCore] = [:]
     private var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
@@ -116,7 +124,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
 
     init(socket: UDPSocket, preferredSocket: UDPSocket? = nil, configuration: QUICServerConfiguration, logger: Logger,
          makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
-         onEstablished: @escaping (ConnectionCore) -> Void) throws(QUICError) {
+         onEstablished: @escaping (ConnectionCore) -> Void, group: EndpointGroupContext? = nil) throws(QUICError) {
         try configuration.quic.validate()
         if configuration.maxConnections < 1 { throw .invalidArgument("maxConnections must be at least 1") }
         let key = configuration.statelessResetKey ?? secureRandomBytes(32)
@@ -135,7 +143,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         self.primaryLocal = socket.localAddress
         self.configuration = configuration
-        self.credentials = try TLSCredentials(configuration: configuration.quic.tls, isServer: true)
+        self.credentials = try EndpointGroupContext.credentials(for: group, configuration: configuration)
         self.logger = logger
         self.resetKey = StatelessResetKey(secret: Array(key.prefix(32)))
         // A separate key for tokens, derived so that one configured key serves both.
@@ -143,6 +151,9 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                                            lifetime: configuration.retryTokenLifetime)
         self.newTokens = NewTokenCodec(secret: Array(key.reversed().prefix(32)),
                                        lifetime: configuration.addressValidationTokenLifetime)
+        self.connectionIDs = try ServerConnectionIDs(configuration: group?.quicLB ?? configuration.quicLB,
+                                                     loopTag: group.map { UInt8($0.loopIndex) })
+        self.group = group
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
@@ -175,7 +186,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                 return (-1, ConnectionID(unchecked: []), ConnectionID(unchecked: []))
             }
             var vc = ngtcp2_version_cid()
-            let rv = ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, ConnectionID.issuedLength)
+            let rv = ngtcp2_pkt_decode_version_cid(&vc, base, raw.count, connectionIDs.length)
             guard rv == 0 || rv == NGTCP2_ERR_VERSION_NEGOTIATION else {
                 return (rv, ConnectionID(unchecked: []), ConnectionID(unchecked: []))
             }
@@ -194,6 +205,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             connection.receive(datagram, local: preferredSocket == nil ? nil : (socket === preferredSocket ? preferredLocal : primaryLocal))
             return
         }
+        if let group, group.handOff(destination, datagram, from: self) { return }
         if socket === preferredSocket {
             // New connections start on the main address.
             statistics.droppedDatagrams += 1
@@ -238,7 +250,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             statistics.droppedDatagrams += 1
             return
         }
-        if connections.count >= configuration.maxConnections {
+        if connections.count >= configuration.maxConnections || !(group?.budget.hasRoom ?? true) {
             statistics.refusedConnections += 1
             sendConnectionClose(to: header, datagram: datagram, error: TransportErrorCode.connectionRefused)
             return
@@ -294,6 +306,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             return
         }
         connections[ObjectIdentifier(connection)] = connection
+        group?.budget.add()
         statistics.connectionsAccepted += 1
         // Read first: ngtcp2 derives the Initial keys from the client's first packet.
         connection.receive(datagram)
@@ -344,7 +357,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     private func sendRetry(to header: ngtcp2_pkt_hd, datagram: InboundDatagram, now: UInt64) {
-        let retrySource = ConnectionID.random()
+        let retrySource = connectionIDs.make()
         let clientDestination = ConnectionID(header.dcid)
         guard let token = retryTokens.makeToken(remote: datagram.remoteAddress, retrySourceID: retrySource,
                                                 originalDestinationID: clientDestination,
@@ -403,6 +416,10 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         routes[id] = nil
     }
 
+    func issueConnectionID(requestedLength: Int?) -> ConnectionID {
+        connectionIDs.make(requestedLength: requestedLength)
+    }
+
     func statelessResetToken(for id: ConnectionID) -> [UInt8] {
         resetKey.token(for: id)
     }
@@ -417,7 +434,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     }
 
     func connectionDidFinish(_ connection: ConnectionCore) {
-        connections[ObjectIdentifier(connection)] = nil
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil { group?.budget.remove() }
         if closing && connections.isEmpty {
             socket.close()
         }

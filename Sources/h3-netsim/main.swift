@@ -8,6 +8,10 @@ func printError(_ text: String) {
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }
 
+if CommandLine.arguments.dropFirst().first == "balance" {
+    exit(runBalancer(Array(CommandLine.arguments.dropFirst(2))))
+}
+
 let options: Options
 do {
     options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
