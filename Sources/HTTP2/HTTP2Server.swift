@@ -355,6 +355,15 @@ final class HTTP2ServerState: Sendable {
         }
     }
 
+    /// Closes every connection without waiting for requests in flight.
+    func closeAllNow() async {
+        let all = mutable.withLockedValue { state -> [Connection] in
+            state.shuttingDown = true
+            return Array(state.connections.values)
+        }
+        for connection in all { try? await connection.channel.close() }
+    }
+
     func shutdown() async {
         mutable.withLockedValue { $0.shuttingDown = true }
         quiesceAll()

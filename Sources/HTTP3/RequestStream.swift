@@ -157,6 +157,8 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
     /// Touched only by the handler's task.
     private(set) var headSent = false
     private(set) var finished = false
+    /// The final response's status code, once its head is sent (for the server's metrics).
+    private(set) var status: Int?
 
     init(writer: HTTP3MessageWriter, isHead: Bool) {
         self.writer = writer
@@ -173,6 +175,7 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
             return
         }
         headSent = true
+        status = head.status.code
         try await session.onLoop { () throws(HTTPError) in try session.submitResponse(stream, head: head) }
     }
 
@@ -203,6 +206,7 @@ final class HTTP3ResponseSink: HTTPResponseSink, @unchecked Sendable {
         }
         headSent = true
         finished = true
+        status = head.status.code
         let body = isHead ? ByteBuffer() : body
         try await session.onLoop { () throws(HTTPError) in
             try session.respond(stream, head: head, body: body, trailers: trailers)

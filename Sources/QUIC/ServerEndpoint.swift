@@ -30,6 +30,11 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     /// second socket there; clients that follow it (``QUICConfiguration/followPreferredAddress``)
     /// validate the new path and continue on it. `nil`: none.
     public var preferredAddress: PreferredAddress?
+    /// How long a graceful shutdown (``QUICListener``'s `Service.run()`) waits for open
+    /// connections to close before closing them.
+    public var gracefulShutdownTimeout: Duration = .seconds(10)
+    /// What the server reports through swift-metrics (on by default, to `MetricsSystem.factory`).
+    public var metrics = QUICMetricsConfiguration()
 
     /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
     public struct PreferredAddress: Sendable, Hashable {
@@ -108,11 +113,15 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
     private let onEstablished: (ConnectionCore) -> Void
     private(set) var statistics = EndpointStatistics()
+    /// The server's swift-metrics (`nil` when disabled).
+    package let metrics: QUICServerMetrics?
     private var closing = false
     private var accepting = true
     private let closedPromise: EventLoopPromise<Void>
     /// Connections being closed; the socket closes when this reaches zero.
     private var allClosedWaiter: EventLoopPromise<Void>?
+    /// Completed when the last open connection finishes (graceful shutdown of a listener).
+    private var noConnectionsWaiters: [EventLoopPromise<Void>] = []
 
     init(socket: UDPSocket, preferredSocket: UDPSocket? = nil, configuration: QUICServerConfiguration, logger: Logger,
          makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
@@ -146,6 +155,9 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
+        self.metrics = QUICServerMetrics(configuration.metrics)
+        socket.metrics = metrics
+        preferredSocket?.metrics = metrics
     }
 
     package var eventLoop: any EventLoop { socket.eventLoop }
@@ -190,6 +202,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
             return
         }
         if let connection = routes[destination] {
+            metrics?.datagramRouted(datagram.buffer, to: connection)
             // With a preferred address, the path's local address tells ngtcp2 which socket.
             connection.receive(datagram, local: preferredSocket == nil ? nil : (socket === preferredSocket ? preferredLocal : primaryLocal))
             return
@@ -240,6 +253,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         if connections.count >= configuration.maxConnections {
             statistics.refusedConnections += 1
+            metrics?.refusedAtConnectionLimit()
+            logger.debug("connection refused: limit reached", metadata: ["remote": "\(datagram.remoteAddress.endpointText)"])
             sendConnectionClose(to: header, datagram: datagram, error: TransportErrorCode.connectionRefused)
             return
         }
@@ -278,7 +293,8 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                 try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
                                    token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
-                                   path: path, eventLoop: eventLoop, host: self, logger: logger,
+                                   path: path, eventLoop: eventLoop, host: self,
+                                   logger: connectionLogger(clientDestination, remote: datagram.remoteAddress),
                                    preferredAddress: preferredAdvertised)
             }
         } catch {
@@ -295,6 +311,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         connections[ObjectIdentifier(connection)] = connection
         statistics.connectionsAccepted += 1
+        metrics?.connectionOpened(connection, firstDatagram: datagram.buffer)
         // Read first: ngtcp2 derives the Initial keys from the client's first packet.
         connection.receive(datagram)
     }
@@ -316,6 +333,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         guard written > 0 else { return }
         statistics.versionNegotiationsSent += 1
+        metrics?.versionNegotiationSent()
         socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
     }
 
@@ -340,6 +358,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         guard written > 0 else { return }
         statistics.statelessResetsSent += 1
+        metrics?.statelessResetSent()
         socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
     }
 
@@ -358,6 +377,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
         }
         guard written > 0 else { return }
         statistics.retriesSent += 1
+        metrics?.retrySent()
         socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
     }
 
@@ -413,11 +433,22 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
            connection.submitAddressToken(token) {
             statistics.addressTokensIssued += 1
         }
+        metrics?.handshakeCompleted(connection)
+        connection.connectionLogger.debug("handshake completed", metadata: ["resumed": "\(connection.tlsSessionResumed)"])
         onEstablished(connection)
     }
 
     func connectionDidFinish(_ connection: ConnectionCore) {
-        connections[ObjectIdentifier(connection)] = nil
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
+            metrics?.connectionFinished(connection)
+            connection.connectionLogger.debug("connection finished",
+                                              metadata: ["reason": "\(QUICServerMetrics.CloseReason(connection.terminationError).rawValue)"])
+        }
+        if connections.isEmpty, !noConnectionsWaiters.isEmpty {
+            let waiters = noConnectionsWaiters
+            noConnectionsWaiters = []
+            for waiter in waiters { waiter.succeed(()) }
+        }
         if closing && connections.isEmpty {
             socket.close()
         }
@@ -440,6 +471,23 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                 connection.close(applicationError: applicationError, reason: "server shutting down")
             }
         }
+    }
+
+    /// The logger of a new connection: the endpoint's, with the client's first destination
+    /// connection ID (the ID qlog files are named after) and its address as metadata.
+    private func connectionLogger(_ originalDestination: ConnectionID, remote: SocketAddress) -> Logger {
+        var logger = self.logger
+        logger[metadataKey: "quic.odcid"] = "\(originalDestination)"
+        logger[metadataKey: "remote"] = "\(remote.endpointText)"
+        return logger
+    }
+
+    /// Succeeds once no connection is open (at once if none is).
+    package func whenNoConnections() -> EventLoopFuture<Void> {
+        if connections.isEmpty { return eventLoop.makeSucceededVoidFuture() }
+        let promise = eventLoop.makePromise(of: Void.self)
+        noConnectionsWaiters.append(promise)
+        return promise.futureResult
     }
 
     /// Stops accepting new connections (Initials are dropped); existing ones carry on.
