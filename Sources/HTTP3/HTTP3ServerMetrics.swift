@@ -1,7 +1,6 @@
 import CoreMetrics
 import NIOCore
 import QUIC
-import QUICSocket
 
 /// An HTTP/3 server's request metrics (swift-metrics), made once from the QUIC server's
 /// ``QUICMetricsConfiguration``; the transport's own metrics live in the QUIC endpoint. Labels
@@ -51,13 +50,5 @@ final class HTTP3ServerMetrics: Sendable {
     /// GOAWAY went out on one connection.
     func goAwaySent(_ cause: GoAwayCause) {
         goaways[cause]?.increment()
-    }
-}
-
-extension HTTP3Server {
-    /// What the server's UDP socket handed to and got from the kernel (for tests and diagnostics).
-    package func socketStatistics() async throws -> UDPSocketStatistics {
-        let endpoint = self.endpoint
-        return try await endpoint.eventLoop.submit { endpoint.socket.statistics }.get()
     }
 }
