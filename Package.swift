@@ -330,7 +330,8 @@ let package = Package(
             name: "H3Bench",
             dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient",
                            .product(name: "HTTPTypes", package: "swift-http-types"),
-                           .product(name: "NIOCore", package: "swift-nio")],
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "Prometheus", package: "swift-prometheus")],
             path: "Benchmarks/H3Bench",
             swiftSettings: strictSettings
         ),

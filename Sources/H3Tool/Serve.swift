@@ -152,6 +152,7 @@ struct Serve: AsyncParsableCommand {
             var combined = HTTPServerConfiguration(host: host, port: port, tls: tls, advertisedPort: altSvcPort,
                                                    altSvcMaxAge: altSvcMaxAge)
             combined.http3 = configuration
+            combined.metrics = configuration.quic.metrics
             combined.http2.gracefulShutdownTimeout = shutdownAfter
             let combinedServer: HTTPServer
             do {

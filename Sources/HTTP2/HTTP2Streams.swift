@@ -168,6 +168,8 @@ enum HTTP2Errors {
 protocol ServerResponseSink: HTTPResponseSink {
     var headSent: Bool { get }
     var finished: Bool { get }
+    /// The final response's status code, once its head is sent (for the server's metrics).
+    var responseStatus: Int? { get }
     /// Ends the response abnormally (HTTP/2: RST_STREAM; HTTP/1.1: closes the connection).
     func abort() async
 }
@@ -181,6 +183,7 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
     /// Touched only by the handler's task.
     private(set) var headSent = false
     private(set) var finished = false
+    private(set) var responseStatus: Int?
 
     init(writer: BoundedWriter, reader: InboundReader<HTTP2Frame.FramePayload>, isHead: Bool, extraHeaders: HTTPFields) {
         self.writer = writer
@@ -213,7 +216,7 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
         guard !headSent else { throw HTTPError.responseHeadAlreadySent }
         guard !finished else { throw HTTPError.responseFinished }
         let head = withExtraHeaders(head)
-        if head.status.kind != .informational { headSent = true }
+        if head.status.kind != .informational { headSent = true; responseStatus = head.status.code }
         try await send(.headers(.init(headers: HeaderConversion.headers(head), endStream: false)))
     }
 
@@ -246,6 +249,7 @@ final class HTTP2ResponseSink: ServerResponseSink, @unchecked Sendable {
         }
         let head = withExtraHeaders(head)
         headSent = true
+        responseStatus = head.status.code
         finished = true
         let sendsBody = !isHead && body.readableBytes > 0
         let trailers = isHead ? nil : trailers.flatMap { $0.isEmpty ? nil : $0 }
@@ -320,6 +324,8 @@ extension HTTP2ServerState {
     /// Runs the handler for one request: a handler that throws before the head yields a 500,
     /// after the head an abort (stream reset).
     func run(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, sink: some ServerResponseSink) async {
+        metrics?.requestStarted(context.protocolVersion)
+        defer { metrics?.requestFinished(context.protocolVersion, status: sink.responseStatus) }
         do {
             try await handler.handle(request, body: body, context: context, response: HTTPResponseWriter(sink: sink))
             try await sink.finish(trailers: nil)

@@ -24,12 +24,12 @@ struct H3ServeMetricsTests {
         return String(decoding: process.standardOutput, as: UTF8.self)
     }
 
-    @Test("after one HTTP/3 request the scrape shows the connection, the handshake and the 2xx request")
+    @Test("h3 serve --tcp --metrics: after one HTTP/3 request the scrape shows the connection, the handshake and the 2xx request")
     func scrapeAfterRequest() async throws {
         guard peerProgram("curl") != nil else { return }
         let pki = TestPKI.shared
         let server = try await ServeProcess.start([ServedFiles.shared.root.path, "--cert", pki.certFile, "--key", pki.keyFile,
-                                                   "--metrics", "0"])
+                                                   "--tcp", "--metrics", "0"])
         let port = try #require(Self.metricsPort(server.log), "\(server.log)")
         let before = try await Self.scrape(port: port)
         #expect(before.contains("swift_h3_quic_connections_opened_total 0"), "\(before)")
@@ -48,6 +48,7 @@ struct H3ServeMetricsTests {
         #expect(page.contains("# TYPE swift_h3_quic_handshake_duration_seconds histogram"), "\(page)")
         #expect(page.contains("swift_h3_quic_handshake_duration_seconds_count 1"), "\(page)")
         #expect(page.contains("# TYPE swift_h3_quic_connections_open gauge"), "\(page)")
+        #expect(page.contains(#"swift_h3_http_requests_total{protocol="h2",status="2xx"} 0"#), "the TCP side reports too: \(page)")
         server.process.stop()
     }
 }

@@ -1,6 +1,8 @@
 import CoreMetrics
 import Foundation
+import HTTP2
 import HTTP3
+import HTTPServer
 import HTTPAPI
 import HTTPTypes
 import MetricsTestKit
@@ -291,4 +293,45 @@ func sendDatagrams(_ datagrams: [[UInt8]], to port: Int) async throws {
         try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: destination, data: ByteBuffer(bytes: bytes)))
     }
     try await channel.close()
+}
+
+@Suite("HTTP/3 and HTTP/2 on one port: request metrics by protocol")
+struct CombinedServerMetricsTests {
+    @Test("requests over HTTP/3 and HTTP/2 are counted by protocol and status class")
+    func byProtocol() async throws {
+        let pki = TestPKI.shared
+        let backend = TestMetrics()
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0, tls: pki.serverTLS())
+        configuration.metrics = QUICMetricsConfiguration(prefix: "t", factory: backend)
+        configuration.http2.gracefulShutdownTimeout = .seconds(5)
+        configuration.http3.gracefulShutdownTimeout = .seconds(5)
+        let server = try await HTTPServer.bind(configuration: configuration, handler: TestHandler(observations: Observations()))
+        let metrics = MetricsReader(backend: backend)
+        let http3 = HTTP3Transport(configuration: .init(tls: pki.clientTLS(alpn: ["h3"])))
+        let http2 = HTTP2Transport(configuration: .init(tls: pki.clientTLS(alpn: ["h2"])))
+        @Sendable func request(_ path: String) -> HTTPRequest {
+            HTTPRequest(method: .get, scheme: "https", authority: "localhost:\(server.port)", path: path)
+        }
+        try await withTimeout(60) {
+            for _ in 0..<2 { _ = try await http3.roundTrip(request("/hello")).body.collect(upTo: 100) }
+            for _ in 0..<3 { _ = try await http2.roundTrip(request("/hello")).body.collect(upTo: 100) }
+            _ = try await http2.roundTrip(request("/no-such-route")).body.collect(upTo: 1000)
+            // The counters move when the server's side of each exchange ends.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while metrics.counter("http_requests_total", [("protocol", "h2"), ("status", "4xx")]) < 1
+                    || metrics.counter("http_requests_total", [("protocol", "h3"), ("status", "2xx")]) < 2,
+                  ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        #expect(metrics.counter("http_requests_total", [("protocol", "h3"), ("status", "2xx")]) == 2)
+        #expect(metrics.counter("http_requests_total", [("protocol", "h2"), ("status", "2xx")]) == 3)
+        #expect(metrics.counter("http_requests_total", [("protocol", "h2"), ("status", "4xx")]) == 1)
+        #expect(metrics.counter("http_requests_total", [("protocol", "http/1.1"), ("status", "2xx")]) == 0)
+        #expect(metrics.meter("http_streams_open", [("protocol", "h2")]) == 0)
+        #expect(metrics.counter("quic_connections_opened_total") == 1, "the QUIC side reports into the same backend")
+        await http3.shutdown()
+        await http2.shutdown()
+        await server.shutdown()
+    }
 }
