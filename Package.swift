@@ -331,7 +331,8 @@ let package = Package(
             dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient",
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOCore", package: "swift-nio"),
-                           .product(name: "Prometheus", package: "swift-prometheus")],
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "CoreMetrics", package: "swift-metrics")],
             path: "Benchmarks/H3Bench",
             swiftSettings: strictSettings
         ),

@@ -14,7 +14,7 @@ struct H3Bench {
                h3-bench fallback [--runs N]   the delay racing adds when UDP is blocked (one process)
           --quick        smaller sizes and fewer runs (a smoke test, not for RESULTS.md)
           --scenario N   run only scenario N (1 bulk + 5 CPU, 2 requests, 3 handshakes, 4 memory, 6 metrics on vs off); repeatable
-          --runs N       runs per scenario 1 (default 5; the median is reported)
+          --runs N       runs of scenarios 1 and 6 (default 5; the median is reported)
         """
 
     static func main() async {

@@ -294,7 +294,7 @@ package final class ServerEndpoint: ConnectionHost, UDPSocketDelegate, @unchecke
                                    token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
                                    path: path, eventLoop: eventLoop, host: self,
-                                   logger: connectionLogger(clientDestination, remote: datagram.remoteAddress),
+                                   logger: connectionLogger(originalDestination, remote: datagram.remoteAddress),
                                    preferredAddress: preferredAdvertised)
             }
         } catch {
