@@ -145,7 +145,7 @@ struct ServerMetricsTests {
         await server.shutdown()
     }
 
-    @Test("Retry, version negotiation and stateless reset are each counted once")
+    @Test("Retries, a version negotiation and a stateless reset are counted as sent")
     func endpointAnswers() async throws {
         let (server, metrics) = try await metricsServer { $0.quic.requireAddressValidation = true }
         let transport = client()
@@ -167,8 +167,10 @@ struct ServerMetricsTests {
             try await metrics.waitUntilNoConnections()
         }
         let endpoint = try await server.endpointStatistics()
-        #expect(metrics.counter("quic_retries_sent_total") == 1)
-        #expect(endpoint.retriesSent == 1)
+        // One Retry per token-less Initial: a client that resends its Initial before the Retry
+        // arrives (a loaded machine) gets a second one. The counter matches the endpoint's own.
+        #expect(endpoint.retriesSent >= 1)
+        #expect(metrics.counter("quic_retries_sent_total") == Int64(endpoint.retriesSent))
         #expect(metrics.counter("quic_version_negotiations_sent_total") == 1)
         #expect(metrics.counter("quic_stateless_resets_sent_total") == 1)
         #expect(metrics.counter("quic_handshakes_total", [("result", "completed")]) == 1)
