@@ -4,6 +4,7 @@
 //   h3-bench idle  --port P --ca C --connections N ...  holds N idle connections open
 // They print one machine-readable line (READY / RESULT / OPEN / VERIFIED) on standard output.
 import Foundation
+import Prometheus
 import HTTP2
 import HTTP3
 import HTTPAPI
@@ -98,6 +99,15 @@ enum OurServer {
         // --handlers-on-event-loop: HTTPHandlerExecution.eventLoop on either protocol.
         let execution: HTTPHandlerExecution = arguments.flags.contains("handlers-on-event-loop") ? .eventLoop : .globalExecutor
         configuration.handlerExecution = execution
+        // --metrics off|prometheus (scenario 6); without it, the library's default (on, into
+        // MetricsSystem.factory, which nobody bootstraps here).
+        switch arguments.optional("metrics") {
+        case nil: break
+        case "off": configuration.quic.metrics = .disabled
+        case "prometheus":
+            configuration.quic.metrics = QUICMetricsConfiguration(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
+        case let other?: throw BenchFailure("--metrics takes off or prometheus, not \(other)")
+        }
         let block = Content.block
         let handler = ClosureHTTPHandler { request, _, _, response in
             guard request.method == .get, let path = request.path, path.hasPrefix("/bytes-"),

@@ -96,14 +96,16 @@ final class Bench {
 
     /// Starts a server; ours with its handlers on the global executor (the default) or, with
     /// `handlersOnEventLoop`, on the connection's event loop.
-    func startServer(_ kind: Server, handlersOnEventLoop: Bool = false) throws -> (Child, Int) {
+    func startServer(_ kind: Server, handlersOnEventLoop: Bool = false, metrics: String? = nil) throws -> (Child, Int) {
         switch kind {
         case .ours, .oursHTTP2:
             // Port 0: the server reports the port it bound.
             let child = try Child(executable, ["serve", "--port", "0", "--cert", certFile, "--key", keyFile]
                                               + (kind == .oursHTTP2 ? ["--http2"] : [])
-                                              + (handlersOnEventLoop ? ["--handlers-on-event-loop"] : []),
-                                  name: (kind == .ours ? "our-server" : "our-http2-server") + (handlersOnEventLoop ? "-loop" : ""),
+                                              + (handlersOnEventLoop ? ["--handlers-on-event-loop"] : [])
+                                              + (metrics.map { ["--metrics", $0] } ?? []),
+                                  name: (kind == .ours ? "our-server" : "our-http2-server") + (handlersOnEventLoop ? "-loop" : "")
+                                      + (metrics.map { "-metrics-" + $0 } ?? ""),
                                   logDirectory: logs)
             let ready = try child.waitForLine(prefix: "READY", timeout: 30)
             guard let port = ready.split(separator: " ").last.flatMap({ Int($0) }), port > 0 else {

@@ -5,7 +5,10 @@ import HTTP3
 import HTTPServer
 import HTTPAPI
 import NIOCore
+import Logging
 import QUIC
+import ServiceLifecycle
+import UnixSignals
 
 /// `h3 serve [DIR]`: an HTTP/3 file server (or an echo server) in one command.
 struct Serve: AsyncParsableCommand {
@@ -59,6 +62,10 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"),
             help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
     var shutdownTimeout = 10.0
+    @Option(name: .customLong("metrics"),
+            help: ArgumentHelp("Serve the server's metrics in Prometheus' text format at http://HOST:PORT/metrics (0 picks a free port).",
+                               valueName: "port"))
+    var metricsPort: Int?
 
     @Option(help: ArgumentHelp("Event loops serving HTTP/3, each with its own SO_REUSEPORT socket on the port (default: one per core).",
                                valueName: "n"))
@@ -81,14 +88,15 @@ struct Serve: AsyncParsableCommand {
         if !(1...min(255, System.coreCount)).contains(threads) {
             throw ValidationError("--threads must be between 1 and the number of cores (\(System.coreCount))")
         }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics must be a port between 0 and 65535")
+        }
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
             throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
         }
     }
 
     func run() async throws {
-        // Signals first, so a SIGTERM that arrives while starting up is not lost.
-        let signals = SignalWaiter([SIGINT, SIGTERM])
         let log = AccessLog(enabled: !quiet)
         let handler: any HTTPHandler
         var served = "echo"
@@ -135,80 +143,75 @@ struct Serve: AsyncParsableCommand {
         configuration.quic.quic.qlogDirectory = qlogDirectory
         configuration.quic.quicLB = try loadBalancing.serverConfiguration()
         configuration.loops = threads
-        let stop: @Sendable () async -> Void
+        var metricsEndpoint: MetricsEndpoint?
+        if let metricsPort {
+            do {
+                let endpoint = try await MetricsEndpoint.bind(host: host, port: metricsPort)
+                configuration.quic.metrics = endpoint.metricsConfiguration
+                metricsEndpoint = endpoint
+            } catch {
+                throw ToolError(1, "cannot serve metrics on tcp \(host) port \(metricsPort): \(error)")
+            }
+        } else {
+            configuration.quic.metrics = .disabled
+        }
+        let server: any Service
+        let closeNow: @Sendable () async -> Void
+        let loopSummary: @Sendable () async -> String
         let boundPort: Int
         var transports = "HTTP/3 over UDP"
         if tcp {
             var combined = HTTPServerConfiguration(host: host, port: port, tls: tls, advertisedPort: altSvcPort,
                                                    altSvcMaxAge: altSvcMaxAge)
             combined.http3 = configuration
+            combined.metrics = configuration.quic.metrics
             combined.http2.gracefulShutdownTimeout = shutdownAfter
-            let server: HTTPServer
+            let combinedServer: HTTPServer
             do {
-                server = try await HTTPServer.bind(configuration: combined, handler: handler)
+                combinedServer = try await HTTPServer.bind(configuration: combined, handler: handler)
             } catch {
                 throw ToolError(1, "cannot serve on udp and tcp \(host) port \(port): \(error)")
             }
-            boundPort = server.port
-            stop = { Console.error(await Self.loopSummary(server.http3)); await server.shutdown() }
-            transports += ", HTTP/2 and HTTP/1.1 over TCP; Alt-Svc: \(server.altSvc ?? "")"
+            boundPort = combinedServer.port
+            server = combinedServer
+            closeNow = { await combinedServer.closeNow() }
+            loopSummary = { await Self.loopSummary(combinedServer.http3) }
+            transports += ", HTTP/2 and HTTP/1.1 over TCP; Alt-Svc: \(combinedServer.altSvc ?? "")"
         } else {
-            let server: HTTP3Server
+            let http3Server: HTTP3Server
             do {
-                server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
+                http3Server = try await HTTP3Server.bind(configuration: configuration, handler: handler)
             } catch {
                 throw ToolError(1, "cannot serve on udp \(host) port \(port): \(error)")
             }
-            boundPort = server.localAddress.port ?? port
-            stop = { Console.error(await Self.loopSummary(server)); await server.shutdown() }
+            boundPort = http3Server.localAddress.port ?? port
+            server = http3Server
+            closeNow = { await http3Server.closeNow() }
+            loopSummary = { await Self.loopSummary(http3Server) }
         }
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        Console.error("h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (\(transports)); Ctrl-C stops")
-
-        let signal = await signals.next() ?? SIGTERM
-        Console.error("h3 serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down gracefully "
-                      + "(again to stop at once)")
-        let forced = Task {
-            // `nil` when this task is cancelled because the shutdown finished.
-            guard await signals.next() != nil, !Task.isCancelled else { return }
-            Console.error("h3 serve: stopping now")
-            Glibc.exit(1)
+        let banner = "h3 serve: serving \(served) on https://\(shownHost):\(boundPort)/ (\(transports)); Ctrl-C stops"
+        // The library traps SIGINT and SIGTERM (graceful shutdown) while the group runs; the
+        // banner is printed from inside it, so a signal sent once it shows is never lost.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let metricsEndpoint {
+            // First in the group, so it is shut down last: the final figures stay readable while draining.
+            services.append(.init(service: metricsEndpoint))
+            let shown = host.contains(":") ? "[\(host)]" : host
+            Console.error("h3 serve: metrics on http://\(shown):\(metricsEndpoint.localAddress?.port ?? 0)/metrics")
         }
-        await stop()
-        forced.cancel()
-        Console.error("h3 serve: stopped")
-    }
-}
-
-/// Delivers SIGINT/SIGTERM as async events instead of killing the process.
-/// `@unchecked Sendable`: `sources` is filled in `init` only; the iterator is taken and put
-/// back under `lock`.
-final class SignalWaiter: @unchecked Sendable {
-    private var sources: [any DispatchSourceSignal] = []
-    private let stream: AsyncStream<Int32>
-    private let continuation: AsyncStream<Int32>.Continuation
-    private let lock = NSLock()
-    private var iterator: AsyncStream<Int32>.Iterator
-
-    init(_ numbers: [Int32]) {
-        (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        iterator = stream.makeAsyncIterator()
-        for number in numbers {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            let continuation = self.continuation
-            source.setEventHandler { continuation.yield(number) }
-            source.resume()
-            sources.append(source)
+        services.append(.init(service: ServeService(server: server, closeNow: closeNow, banner: banner,
+                                                   summary: loopSummary)))
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: Logger(label: "h3.serve", factory: { _ in SwiftLogNoOpLogHandler() })))
+        do {
+            try await group.run()
+        } catch let error as ToolError {
+            throw error
+        } catch {
+            throw ToolError(1, "\(error)")
         }
-    }
-
-    /// The next signal; `nil` if the waiting task is cancelled.
-    func next() async -> Int32? {
-        var iterator = lock.withLock { self.iterator }
-        let value = await iterator.next()
-        lock.withLock { self.iterator = iterator }
-        return value
     }
 }
 

@@ -197,6 +197,7 @@ final class HTTP1ResponseSink: HandlerResponseSink, @unchecked Sendable {
     private(set) var headSent = false
     private(set) var finished = false
     private(set) var aborted = false
+    private(set) var responseStatus: Int?
 
     init(writer: BoundedWriter, version: HTTPVersion, isHead: Bool, keepAlive: Bool, extraHeaders: HTTPFields,
          channel: any Channel) {
@@ -223,7 +224,7 @@ final class HTTP1ResponseSink: HandlerResponseSink, @unchecked Sendable {
         for field in extraHeaders where head.headerFields[field.name] == nil { head.headerFields.append(field) }
         if head.headerFields[.connection]?.lowercased() == "close" { keepAlive = false }
         if !keepAlive { head.headerFields[.connection] = "close" }
-        if head.status.kind != .informational { headSent = true }
+        if head.status.kind != .informational { headSent = true; responseStatus = head.status.code }
         try await send(.head(HeaderConversion.head(head, version: version)))
     }
 

@@ -51,6 +51,9 @@ public struct HTTP2ServerConfiguration: Sendable {
     /// Where handlers run: on Swift's global executor (the default) or on the connection's
     /// event loop (faster for small requests; see ``HTTPHandlerExecution``).
     public var handlerExecution: HTTPHandlerExecution = .globalExecutor
+    /// What the server reports through swift-metrics (the type QUIC servers use; on by default,
+    /// to `MetricsSystem.factory`): requests by status class and requests in flight.
+    public var metrics = QUICMetricsConfiguration()
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration, allowHTTP1: Bool = true,
@@ -207,6 +210,7 @@ final class HTTP2ServerState: Sendable {
     let handler: any HTTPHandler
     let configuration: HTTP2ServerConfiguration
     let logger: Logger
+    let metrics: HTTP2ServerMetrics?
     private struct Mutable {
         var connections: [ObjectIdentifier: Connection] = [:]
         var shuttingDown = false
@@ -224,6 +228,7 @@ final class HTTP2ServerState: Sendable {
         self.handler = handler
         self.configuration = configuration
         self.logger = logger
+        self.metrics = HTTP2ServerMetrics(configuration.metrics)
     }
 
     var statistics: HTTP2ServerStatistics { mutable.withLockedValue { $0.statistics } }
@@ -261,7 +266,10 @@ final class HTTP2ServerState: Sendable {
             return eventLoop.makeSucceededVoidFuture()
         }))
         try operations.addHandler(NIOSSLServerHandler(context: sslContext))
-        let errorLogger = ConnectionErrorLogger(logger: logger)
+        // The connection's log lines name it by its remote address.
+        var connectionLogger = logger
+        connectionLogger[metadataKey: "remote"] = "\(facts.remoteAddress ?? "unknown")"
+        let errorLogger = ConnectionErrorLogger(logger: connectionLogger)
         try operations.addHandler(ApplicationProtocolNegotiationHandler { [self] result, channel in
             // The handshake is done: the client's certificate (if any) is known.
             if let tlsHandler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
@@ -279,7 +287,7 @@ final class HTTP2ServerState: Sendable {
                     return channel.close()
                 }
             } catch {
-                logger.debug("connection set-up failed", metadata: ["error": "\(error)"])
+                connectionLogger.debug("connection set-up failed", metadata: ["error": "\(error)"])
                 return channel.close()
             }
             return channel.eventLoop.makeSucceededVoidFuture()
@@ -353,6 +361,15 @@ final class HTTP2ServerState: Sendable {
                 http1.drain()
             }
         }
+    }
+
+    /// Closes every connection without waiting for requests in flight.
+    func closeAllNow() async {
+        let all = mutable.withLockedValue { state -> [Connection] in
+            state.shuttingDown = true
+            return Array(state.connections.values)
+        }
+        for connection in all { try? await connection.channel.close() }
     }
 
     func shutdown() async {

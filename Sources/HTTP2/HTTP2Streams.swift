@@ -175,6 +175,7 @@ final class HTTP2ResponseSink: HandlerResponseSink, @unchecked Sendable {
     /// Touched only by the handler's task.
     private(set) var headSent = false
     private(set) var finished = false
+    private(set) var responseStatus: Int?
 
     init(writer: BoundedWriter, reader: InboundReader<HTTP2Frame.FramePayload>, isHead: Bool, extraHeaders: HTTPFields) {
         self.writer = writer
@@ -207,7 +208,7 @@ final class HTTP2ResponseSink: HandlerResponseSink, @unchecked Sendable {
         guard !headSent else { throw HTTPError.responseHeadAlreadySent }
         guard !finished else { throw HTTPError.responseFinished }
         let head = withExtraHeaders(head)
-        if head.status.kind != .informational { headSent = true }
+        if head.status.kind != .informational { headSent = true; responseStatus = head.status.code }
         try await send(.headers(.init(headers: HeaderConversion.headers(head), endStream: false)))
     }
 
@@ -240,6 +241,7 @@ final class HTTP2ResponseSink: HandlerResponseSink, @unchecked Sendable {
         }
         let head = withExtraHeaders(head)
         headSent = true
+        responseStatus = head.status.code
         finished = true
         let sendsBody = !isHead && body.readableBytes > 0
         let trailers = isHead ? nil : trailers.flatMap { $0.isEmpty ? nil : $0 }
@@ -315,6 +317,8 @@ extension HTTP2ServerState {
     /// a handler that throws before the head yields a 500, after the head an abort (stream reset).
     func run(_ request: HTTPRequest, body: HTTPBody, context: HTTPRequestContext, sink: some HandlerResponseSink) async {
         let logger = self.logger
+        metrics?.requestStarted(context.protocolVersion)
+        defer { metrics?.requestFinished(context.protocolVersion, status: sink.responseStatus) }
         await handler.run(request, body: body, context: context, sink: sink) { error in
             logger.debug("handler failed", metadata: ["path": "\(request.path ?? "")", "error": "\(error)"])
         }

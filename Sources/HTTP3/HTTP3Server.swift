@@ -84,11 +84,14 @@ public final class HTTP3Server: Sendable {
         let loopCount = QUICListener.resolvedLoopCount(configuration.loops, configuration: quic, eventLoopGroup: eventLoopGroup)
         // One state per loop, each confined to its loop (bindEndpoints takes the group's first
         // `loops` loops, in this order).
+        // One metrics object for all loops (its counters are shared and thread-safe).
+        let metrics = HTTP3ServerMetrics(configuration.quic.metrics)
         let states = (0..<loopCount).map { _ in
             HTTP3ServerState(handler: handler, settings: configuration.http3, logger: logger,
                              shutdownTimeout: configuration.gracefulShutdownTimeout,
                              goawayChance: configuration.goawayChance,
-                             handlerExecution: configuration.handlerExecution)
+                             handlerExecution: configuration.handlerExecution,
+                             metrics: metrics)
         }
         let eventLoops = loopCount > 1 ? Array(eventLoopGroup.makeIterator().prefix(loopCount)) : []
         let maxStreams = quic.quic.maxIncomingBidirectionalStreams
@@ -97,7 +100,7 @@ public final class HTTP3Server: Sendable {
             socketOptions: socketOptions, eventLoopGroup: eventLoopGroup, logger: logger,
             makeApplication: { core in
                 let session = try HTTP3Session(core: core, role: .server, settings: configuration.http3,
-                                               maxIncomingStreams: maxStreams, logger: logger)
+                                               maxIncomingStreams: maxStreams, logger: core.connectionLogger)
                 let index = eventLoops.firstIndex { $0 === core.eventLoop } ?? 0
                 states[index].add(session)
                 return session
@@ -130,7 +133,7 @@ public final class HTTP3Server: Sendable {
     /// closes) while the server keeps accepting new connections: moves long-lived clients to
     /// fresh connections.
     package func goAway() async {
-        for (endpoint, state) in loops { try? await endpoint.eventLoop.submit { state.goAwayAll() }.get() }
+        for (endpoint, state) in loops { try? await endpoint.eventLoop.submit { state.goAwayAll(cause: .rebalance) }.get() }
     }
 
     /// Counters of the server's QUIC endpoint: Retries, address tokens, refusals (for
@@ -166,6 +169,7 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
     /// See ``HTTP3ServerConfiguration/goawayChance``; NaN and out-of-range values are clamped.
     let goawayChance: Double
     let handlerExecution: HTTPHandlerExecution
+    let metrics: HTTP3ServerMetrics?
     /// The task executor of the endpoint's event loop, made on first use.
     private var loopExecutor: EventLoopTaskExecutor?
     private var sessions: [ObjectIdentifier: HTTP3Session] = [:]
@@ -173,8 +177,10 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
     private var drainedPromise: EventLoopPromise<Void>?
 
     init(handler: any HTTPHandler, settings: HTTP3Settings, logger: Logger, shutdownTimeout: Duration,
-         goawayChance: Double = 0, handlerExecution: HTTPHandlerExecution = .globalExecutor) {
+         goawayChance: Double = 0, handlerExecution: HTTPHandlerExecution = .globalExecutor,
+         metrics: HTTP3ServerMetrics? = nil) {
         self.handlerExecution = handlerExecution
+        self.metrics = metrics
         self.goawayChance = goawayChance.isNaN ? 0 : min(1, max(0, goawayChance))
         self.handler = handler
         self.settings = settings
@@ -195,7 +201,7 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         if let existing = drainedPromise { return existing.futureResult }  // a shutdown is under way
         let promise = eventLoop.makePromise(of: Void.self)
         drainedPromise = promise
-        for session in sessions.values { session.beginGracefulShutdown() }
+        for session in sessions.values { goAway(session, cause: .shutdown) }
         if sessions.isEmpty { completeDrain(); return promise.futureResult }
         let timeout = TimeAmount(shutdownTimeout)
         eventLoop.scheduleTask(in: timeout) { [self] in completeDrain() }
@@ -208,8 +214,16 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         promise?.succeed(())
     }
 
-    func goAwayAll() {
-        for session in sessions.values { session.beginGracefulShutdown() }
+    func goAwayAll(cause: HTTP3ServerMetrics.GoAwayCause) {
+        for session in sessions.values { goAway(session, cause: cause) }
+    }
+
+    /// Starts a session's graceful shutdown (GOAWAY, at once or as soon as the handshake
+    /// completes), counting it once per connection.
+    func goAway(_ session: HTTP3Session, cause: HTTP3ServerMetrics.GoAwayCause) {
+        let before = session.shuttingDown
+        session.beginGracefulShutdown()
+        if !before && session.shuttingDown { metrics?.goAwaySent(cause) }
     }
 
     func session(_ session: HTTP3Session, didReceiveRequest stream: RequestStream, head: HTTPRequest) {
@@ -219,16 +233,18 @@ final class HTTP3ServerState: HTTP3SessionDelegate, @unchecked Sendable {
         let body = HTTPBody(source: HTTP3BodySource(stream: stream, session: session), length: length)
         let writer = HTTP3MessageWriter(stream: stream, session: session)
         let sink = HTTP3ResponseSink(writer: writer, isHead: head.method == .head)
-        let handler = self.handler, logger = self.logger, goawayChance = self.goawayChance
+        let handler = self.handler, logger = session.logger, goawayChance = self.goawayChance, metrics = self.metrics
+        metrics?.requestStarted()
         handlerExecution.startTask(on: executor(for: session.eventLoop)) {
             await handler.run(head, body: body, context: context, sink: sink) { error in
                 logger.debug("handler failed", metadata: ["path": "\(head.path ?? "")", "error": "\(error)"])
             }
+            metrics?.requestFinished(status: sink.responseStatus)
             // The response is complete: the server no longer needs what the client still sends.
             session.eventLoop.execute { session.cancelReading(stream, error: .responseFinished, code: HTTP3ErrorCode.noError) }
             // GOAWAY chance: now and then, ask this client to move to a new connection.
             if goawayChance > 0 && Double.random(in: 0..<1) < goawayChance {
-                session.eventLoop.execute { session.beginGracefulShutdown() }
+                session.eventLoop.execute { [self] in goAway(session, cause: .chance) }
             }
         }
     }

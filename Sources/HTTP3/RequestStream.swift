@@ -155,6 +155,8 @@ final class HTTP3ResponseSink: HandlerResponseSink, @unchecked Sendable {
     /// Touched only by the handler's task.
     private(set) var headSent = false
     private(set) var finished = false
+    /// The final response's status code, once its head is sent (for the server's metrics).
+    private(set) var responseStatus: Int?
 
     init(writer: HTTP3MessageWriter, isHead: Bool) {
         self.writer = writer
@@ -176,6 +178,7 @@ final class HTTP3ResponseSink: HandlerResponseSink, @unchecked Sendable {
             return
         }
         headSent = true
+        responseStatus = head.status.code
         try await session.onLoop { () throws(HTTPError) in try session.submitResponse(stream, head: head) }
     }
 
@@ -206,6 +209,7 @@ final class HTTP3ResponseSink: HandlerResponseSink, @unchecked Sendable {
         }
         headSent = true
         finished = true
+        responseStatus = head.status.code
         let body = isHead ? ByteBuffer() : body
         try await session.onLoop { () throws(HTTPError) in
             try session.respond(stream, head: head, body: body, trailers: trailers)

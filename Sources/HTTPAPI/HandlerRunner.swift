@@ -6,6 +6,8 @@ package protocol HandlerResponseSink: HTTPResponseSink {
     var headSent: Bool { get }
     /// Whether the response is complete (or abandoned).
     var finished: Bool { get }
+    /// The final response's status code, once its head has gone out (for the servers' metrics).
+    var responseStatus: Int? { get }
     /// Ends the response abnormally (HTTP/3 and HTTP/2: the stream is reset; HTTP/1.1: the
     /// connection is closed).
     func abort() async

@@ -28,6 +28,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var altSvcMaxAge: Int
     /// Whether TCP responses carry `Alt-Svc` at all.
     public var advertiseHTTP3: Bool
+    /// What both sides report through swift-metrics; replaces their own settings.
+    public var metrics = QUICMetricsConfiguration()
 
     /// Creates settings for a certificate chain and key (in `tls`).
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration, advertisedPort: Int? = nil,
@@ -97,6 +99,7 @@ public final class HTTPServer: Sendable {
             var quicTLS = configuration.tls
             quicTLS.applicationProtocols = ["h3"]
             http3Configuration.quic.quic.tls = quicTLS
+            http3Configuration.quic.metrics = configuration.metrics
             let http3 = try await HTTP3Server.bind(configuration: http3Configuration, handler: handler,
                                                    socketOptions: socketOptions, eventLoopGroup: eventLoopGroup,
                                                    logger: logger)
@@ -105,6 +108,7 @@ public final class HTTPServer: Sendable {
             http2Configuration.host = configuration.host
             http2Configuration.port = port
             http2Configuration.tls = configuration.tls
+            http2Configuration.metrics = configuration.metrics
             var altSvc: String?
             if configuration.advertiseHTTP3 {
                 let value = HTTPServerConfiguration.altSvcValue(port: configuration.advertisedPort ?? port,

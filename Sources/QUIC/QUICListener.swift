@@ -131,14 +131,7 @@ public final class QUICListener: Sendable {
                 (endpoint.socket.statistics, endpoint.socket.segmentationOffloadEnabled, endpoint.socket.receiveOffloadEnabled)
             }.get())
         }
-        // bindEndpoints makes at least one endpoint.
-        var total = all[0].statistics
-        for other in all.dropFirst() {
-            total.sentMessages += other.statistics.sentMessages
-            total.sentDatagrams += other.statistics.sentDatagrams
-            total.receivedMessages += other.statistics.receivedMessages
-            total.receivedDatagrams += other.statistics.receivedDatagrams
-        }
+        let total = UDPSocketStatistics.summing(all.map(\.statistics))
         return (total, all.allSatisfy(\.gso), all.allSatisfy(\.gro))
     }
 

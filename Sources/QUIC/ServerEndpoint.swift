@@ -35,6 +35,11 @@ public struct QUICServerConfiguration: Sendable, Hashable {
     /// so that a QUIC-LB load balancer routes a migrating or rebound client back here.
     /// `nil`: random IDs.
     public var quicLB: QUICLBServerConfiguration? = nil
+    /// How long a graceful shutdown (``QUICListener``'s `Service.run()`) waits for open
+    /// connections to close before closing them.
+    public var gracefulShutdownTimeout: Duration = .seconds(10)
+    /// What the server reports through swift-metrics (on by default, to `MetricsSystem.factory`).
+    public var metrics = QUICMetricsConfiguration()
 
     /// A server's preferred address: an IP address (IPv4 or IPv6) and a UDP port.
     public struct PreferredAddress: Sendable, Hashable {
@@ -116,11 +121,15 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
     private let makeApplication: (ConnectionCore) throws -> any QUICApplicationProtocol
     private let onEstablished: (ConnectionCore) -> Void
     private(set) var statistics = EndpointStatistics()
+    /// The server's swift-metrics (`nil` when disabled).
+    package let metrics: QUICServerMetrics?
     private var closing = false
     private var accepting = true
     private let closedPromise: EventLoopPromise<Void>
     /// Connections being closed; the socket closes when this reaches zero.
     private var allClosedWaiter: EventLoopPromise<Void>?
+    /// Completed when the last open connection finishes (graceful shutdown of a listener).
+    private var noConnectionsWaiters: [EventLoopPromise<Void>] = []
 
     init(socket: UDPSocket, preferredSocket: UDPSocket? = nil, configuration: QUICServerConfiguration, logger: Logger,
          makeApplication: @escaping (ConnectionCore) throws -> any QUICApplicationProtocol,
@@ -157,6 +166,9 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         self.makeApplication = makeApplication
         self.onEstablished = onEstablished
         self.closedPromise = socket.eventLoop.makePromise()
+        self.metrics = QUICServerMetrics(configuration.metrics)
+        socket.metrics = metrics
+        preferredSocket?.metrics = metrics
     }
 
     package var eventLoop: any EventLoop { socket.eventLoop }
@@ -201,6 +213,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
             return
         }
         if let connection = routes[destination] {
+            metrics?.datagramRouted(datagram.buffer, to: connection)
             // With a preferred address, the path's local address tells ngtcp2 which socket.
             connection.receive(datagram, local: preferredSocket == nil ? nil : (socket === preferredSocket ? preferredLocal : primaryLocal))
             return
@@ -252,6 +265,8 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         }
         if connections.count >= configuration.maxConnections || !(group?.budget.hasRoom ?? true) {
             statistics.refusedConnections += 1
+            metrics?.refusedAtConnectionLimit()
+            logger.debug("connection refused: limit reached", metadata: ["remote": "\(datagram.remoteAddress.endpointText)"])
             sendConnectionClose(to: header, datagram: datagram, error: TransportErrorCode.connectionRefused)
             return
         }
@@ -290,7 +305,8 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
                 try ConnectionCore(serverWith: configuration.quic, credentials: credentials, header: headerPointer,
                                    token: validatedToken,  // only a validated token
                                    originalDestinationID: originalDestination, retrySourceID: retrySource,
-                                   path: path, eventLoop: eventLoop, host: self, logger: logger,
+                                   path: path, eventLoop: eventLoop, host: self,
+                                   logger: connectionLogger(originalDestination, remote: datagram.remoteAddress),
                                    preferredAddress: preferredAdvertised)
             }
         } catch {
@@ -308,6 +324,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         connections[ObjectIdentifier(connection)] = connection
         group?.budget.add()
         statistics.connectionsAccepted += 1
+        metrics?.connectionOpened(connection, firstDatagram: datagram.buffer)
         // Read first: ngtcp2 derives the Initial keys from the client's first packet.
         connection.receive(datagram)
     }
@@ -329,6 +346,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         }
         guard written > 0 else { return }
         statistics.versionNegotiationsSent += 1
+        metrics?.versionNegotiationSent()
         socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
     }
 
@@ -353,6 +371,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         }
         guard written > 0 else { return }
         statistics.statelessResetsSent += 1
+        metrics?.statelessResetSent()
         socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
     }
 
@@ -371,6 +390,7 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
         }
         guard written > 0 else { return }
         statistics.retriesSent += 1
+        metrics?.retrySent()
         socket.send(CollectionOfOne(OutboundDatagram(buffer: out, remoteAddress: datagram.remoteAddress)))
     }
 
@@ -430,11 +450,23 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
            connection.submitAddressToken(token) {
             statistics.addressTokensIssued += 1
         }
+        metrics?.handshakeCompleted(connection)
+        connection.connectionLogger.debug("handshake completed", metadata: ["resumed": "\(connection.tlsSessionResumed)"])
         onEstablished(connection)
     }
 
     func connectionDidFinish(_ connection: ConnectionCore) {
-        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil { group?.budget.remove() }
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
+            group?.budget.remove()
+            metrics?.connectionFinished(connection)
+            connection.connectionLogger.debug("connection finished",
+                                              metadata: ["reason": "\(QUICServerMetrics.CloseReason(connection.terminationError).rawValue)"])
+        }
+        if connections.isEmpty, !noConnectionsWaiters.isEmpty {
+            let waiters = noConnectionsWaiters
+            noConnectionsWaiters = []
+            for waiter in waiters { waiter.succeed(()) }
+        }
         if closing && connections.isEmpty {
             socket.close()
         }
@@ -457,6 +489,23 @@ package final class ServerEndpoint: ConnectionHost, ConnectionIDIssuer, UDPSocke
                 connection.close(applicationError: applicationError, reason: "server shutting down")
             }
         }
+    }
+
+    /// The logger of a new connection: the endpoint's, with the client's first destination
+    /// connection ID (the ID qlog files are named after) and its address as metadata.
+    private func connectionLogger(_ originalDestination: ConnectionID, remote: SocketAddress) -> Logger {
+        var logger = self.logger
+        logger[metadataKey: "quic.odcid"] = "\(originalDestination)"
+        logger[metadataKey: "remote"] = "\(remote.endpointText)"
+        return logger
+    }
+
+    /// Succeeds once no connection is open (at once if none is).
+    package func whenNoConnections() -> EventLoopFuture<Void> {
+        if connections.isEmpty { return eventLoop.makeSucceededVoidFuture() }
+        let promise = eventLoop.makePromise(of: Void.self)
+        noConnectionsWaiters.append(promise)
+        return promise.futureResult
     }
 
     /// Stops accepting new connections (Initials are dropped); existing ones carry on.

@@ -127,6 +127,29 @@ package struct UDPSocketStatistics: Sendable, Equatable {
     package var receivedMessages = 0
     /// Datagrams in those reads, after splitting GRO reads.
     package var receivedDatagrams = 0
+
+    package init() {}
+
+    /// The counts of several sockets (a multi-loop server's), added up.
+    package static func summing(_ all: [UDPSocketStatistics]) -> UDPSocketStatistics {
+        var total = UDPSocketStatistics()
+        for one in all {
+            total.sentMessages += one.sentMessages
+            total.sentDatagrams += one.sentDatagrams
+            total.receivedMessages += one.receivedMessages
+            total.receivedDatagrams += one.receivedDatagrams
+        }
+        return total
+    }
+}
+
+/// Receives a ``UDPSocket``'s traffic counts as they happen (a server's metrics). Called on the
+/// socket's event loop; implementations must be cheap.
+package protocol UDPSocketMetrics: AnyObject {
+    /// One message went to the kernel: `bytes` in all, `segments` datagrams (more than 1 with GSO).
+    func socketSent(bytes: Int, segments: Int)
+    /// One read came from the kernel: `bytes` in all, `segments` datagrams (more than 1 with GRO).
+    func socketReceived(bytes: Int, segments: Int)
 }
 
 /// One UDP socket on a NIO event loop: the bottom layer of the stack.
@@ -152,6 +175,8 @@ package final class UDPSocket {
         return stats
     }
     private var sendStatistics = UDPSocketStatistics()
+    /// Where traffic counts go as they happen (`nil`: nowhere). Set on the event loop.
+    package var metrics: (any UDPSocketMetrics)?
     /// The reusable buffer that write passes lay their packets out in (see ``withSendBuffer(minimumCapacity:_:)``).
     private var sendBuffer = ByteBuffer()
     /// The reusable batch (its message list keeps its storage between passes).
@@ -309,6 +334,7 @@ package final class UDPSocket {
             last = envelope
             sendStatistics.sentMessages += 1
             sendStatistics.sentDatagrams += 1
+            metrics?.socketSent(bytes: datagram.buffer.readableBytes, segments: 1)
         }
         guard let last else { return }
         channel.write(last, promise: watchedWritePromise())
@@ -374,6 +400,7 @@ package final class UDPSocket {
             let envelope = AddressedEnvelope(remoteAddress: message.destination, data: data, metadata: metadata)
             sendStatistics.sentMessages += 1
             sendStatistics.sentDatagrams += message.segments
+            metrics?.socketSent(bytes: message.length, segments: message.segments)
             verifying = verifying || (segmentSize != nil && !gsoVerified)
             if index == batch.messages.count - 1 {
                 let promise = watchedWritePromise()
@@ -467,6 +494,11 @@ private final class UDPSocketHandler: ChannelInboundHandler {
         guard let socket, let delegate else { return }
         let ecn = envelope.metadata?.ecnState ?? .transportNotCapable
         let segmentSize = splitsReceiveOffload ? envelope.metadata?.segmentSize : nil
+        if let metrics = socket.metrics {
+            let bytes = envelope.data.readableBytes
+            let segments = segmentSize.map { $0 > 0 ? max(1, (bytes + $0 - 1) / $0) : 1 } ?? 1
+            metrics.socketReceived(bytes: bytes, segments: segments)
+        }
         for datagram in GROSegments(envelope.data, segmentSize: segmentSize) {
             receivedDatagrams += 1
             delegate.socket(socket, didReceive: InboundDatagram(buffer: datagram, remoteAddress: envelope.remoteAddress,

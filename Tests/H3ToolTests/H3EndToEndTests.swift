@@ -410,7 +410,7 @@ struct H3EndToEndTests {
         #expect(second.log.contains("SHA-256 \(fingerprint)"))
     }
 
-    @Test("SIGTERM stops h3 serve gracefully: the download in flight completes")
+    @Test("SIGTERM stops h3 serve (a ServiceGroup of the server and its metrics port) gracefully: the download in flight completes")
     func gracefulShutdown() async throws {
         // A 24 MB transfer that must finish within h3 serve's shutdown grace: one heavy test at
         // a time, or a loaded machine stretches it.
@@ -424,8 +424,9 @@ struct H3EndToEndTests {
         for _ in 0..<96 { data.append(contentsOf: generator.next(256 << 10).readableBytesView) }  // 24 MiB
         try data.write(to: big.appendingPathComponent("big.bin"))
         let pki = TestPKI.shared
+        // With --metrics the service group holds a second service (the metrics port) beside the server.
         let server = try await ServeProcess.start([big.path, "--cert", pki.certFile, "--key", pki.keyFile,
-                                                   "--shutdown-timeout", "60"])
+                                                   "--shutdown-timeout", "60", "--metrics", "0"])
         // A relay limited to 8 MB/s towards the client keeps the download in flight for about
         // 3 s (on loopback it would end before the signal arrives).
         var relayConfiguration = NetworkSimulator.Configuration(listen: try NetworkAddress(host: "127.0.0.1", port: 0),
@@ -448,9 +449,9 @@ struct H3EndToEndTests {
         #expect(clientStatus == 0, "client: \(client.output)")
         #expect(sameBytes(FileManager.default.contents(atPath: out), data))
         #expect(serverStatus == 0, "server: \(server.log)")
-        #expect(server.log.contains("SIGTERM: shutting down gracefully") && server.log.contains("h3 serve: stopped"))
+        #expect(server.log.contains("h3 serve: shutting down gracefully") && server.log.contains("h3 serve: stopped"))
         // The access-log line is written when a response ends: after the signal means in flight.
-        let signalAt = server.log.range(of: "SIGTERM: shutting down")?.lowerBound
+        let signalAt = server.log.range(of: "h3 serve: shutting down gracefully")?.lowerBound
         let loggedAt = server.log.range(of: "\"GET /big.bin HTTP/3\" 200")?.lowerBound
         #expect(signalAt != nil && loggedAt != nil && signalAt! < loggedAt!, "the download was in flight: \(server.log)")
     }

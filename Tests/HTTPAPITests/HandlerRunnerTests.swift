@@ -13,6 +13,7 @@ struct HandlerRunnerTests {
             var events: [String] = []
             var headSent = false
             var finished = false
+            var responseStatus: Int?
         }
         let state = NIOLockedValueBox(State())
         let failsHead: Bool
@@ -24,12 +25,14 @@ struct HandlerRunnerTests {
         var events: [String] { state.withLockedValue { $0.events } }
         var headSent: Bool { state.withLockedValue { $0.headSent } }
         var finished: Bool { state.withLockedValue { $0.finished } }
+        var responseStatus: Int? { state.withLockedValue { $0.responseStatus } }
 
         func writeHead(_ head: HTTPResponse) async throws {
             if failsHead { throw HTTPError.connectionClosed("gone") }
             state.withLockedValue {
                 $0.events.append("head \(head.status.code) length=\(head.headerFields[.contentLength] ?? "-")")
                 $0.headSent = true
+                $0.responseStatus = head.status.code
             }
         }
 
