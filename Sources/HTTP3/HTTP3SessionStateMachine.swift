@@ -262,21 +262,21 @@ package struct HTTP3SessionStateMachine<Waiter> {
 
     /// A field of the current header section.
     package mutating func receivedHeader(streamID: Int64, name: String, value: String) {
-        guard var state = streams[streamID] else { return }
-        state.block.size += name.utf8.count + value.utf8.count + 32
-        if state.block.size > maxHeaderSectionSize {
-            state.block.tooLarge = true
+        // Changed in place (through the index): a copy of the stream's state would copy its
+        // field list for every field.
+        guard let index = streams.index(forKey: streamID) else { return }
+        streams.values[index].block.size += name.utf8.count + value.utf8.count + 32
+        if streams.values[index].block.size > maxHeaderSectionSize {
+            streams.values[index].block.tooLarge = true
         } else {
-            state.block.fields.append((name, value))
+            streams.values[index].block.fields.append((name, value))
         }
-        streams[streamID] = state
     }
 
     /// The current header section is complete: what it means.
     package mutating func endHeaders(streamID: Int64) -> HeaderAction {
-        guard var state = streams[streamID] else { return .none }
-        defer { streams[streamID] = state }
-        let block = state.block
+        guard let index = streams.index(forKey: streamID) else { return .none }
+        let block = streams.values[index].block
         if block.isTrailers {
             guard !block.tooLarge else { return .none }
             var trailers = HTTPFields()
@@ -292,7 +292,7 @@ package struct HTTP3SessionStateMachine<Waiter> {
         case .server:
             do throws(HTTPError) {
                 let request = try HTTP3Session.makeRequest(block.fields)
-                state.headReceived = true
+                streams.values[index].headReceived = true
                 let early = earlyStreamIDs.remove(streamID) != nil
                 if early { statistics.earlyRequestsReceived += 1 }
                 return .request(request, fields: block.fields, early: early)
@@ -302,10 +302,10 @@ package struct HTTP3SessionStateMachine<Waiter> {
         case .client:
             if let status = block.fields.first(where: { $0.name == ":status" }).flatMap({ Int($0.value) }),
                (100..<200).contains(status) {
-                state.block.fields.removeAll()
+                streams.values[index].block.fields.removeAll()
                 return .informational
             }
-            state.headReceived = true
+            streams.values[index].headReceived = true
             return .responseHead(fields: block.fields)
         }
     }

@@ -1,4 +1,6 @@
+internal import CGnuTLS
 internal import CNgtcp2
+internal import CNgtcp2CryptoGnuTLS
 import Glibc
 import Logging
 import NIOCore
