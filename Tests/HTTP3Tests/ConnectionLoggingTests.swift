@@ -5,6 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import QUICTestSupport
+import HTTPTestSupport
 import Testing
 
 /// A log handler that keeps every record (message and metadata) for a test to read.

@@ -12,6 +12,7 @@ import NIOPosix
 import QUIC
 import QUICSocket
 import QUICTestSupport
+import HTTPTestSupport
 import Testing
 
 /// Reads a `TestMetrics` backend by our metric names (prefix `t`).
