@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "HTTP2", targets: ["HTTP2"]),
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
         .library(name: "ChoosingClient", targets: ["ChoosingClient"]),
+        .library(name: "HTTPProxy", targets: ["HTTPProxy"]),
         .executable(name: "h3", targets: ["h3"]),
         .executable(name: "h3-demo", targets: ["h3-demo"]),
         .library(name: "NetSim", targets: ["NetSim"]),
@@ -132,12 +133,28 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // A reverse proxy handler (ProxyHandler) for any of our servers: HTTP/1.1 backends over
+        // NIO's codec, HTTP/2 backends over HTTP2Transport.
+        .target(
+            name: "HTTPProxy",
+            dependencies: [
+                "HTTP2", "HTTPAPI", "QUIC",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The h3 command line tool (a curl-like client and `h3 serve`), as a library so that
         // tests can reach its parsers; the executable only calls into it.
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient",
+                "QUIC", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient", "HTTPProxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -219,7 +236,7 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim",
+                "H3Tool", "h3", "QUIC", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim", "HTTPProxy",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

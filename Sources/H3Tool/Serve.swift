@@ -4,6 +4,8 @@ import HTTP2
 import HTTP3
 import HTTPServer
 import HTTPAPI
+import HTTPProxy
+import HTTPTypes
 import NIOCore
 import QUIC
 
@@ -53,6 +55,7 @@ struct Serve: AsyncParsableCommand {
     var certificateCache: String?
     @Flag(help: "Answer every request with its own body (for upload tests).")
     var echo = false
+    @OptionGroup var proxy: ServeProxyOptions
     @Flag(help: "Validate client addresses with a Retry before accepting a connection.")
     var retry = false
     @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection into this directory.", valueName: "dir"))
@@ -73,6 +76,8 @@ struct Serve: AsyncParsableCommand {
     var shutdownTimeout = 10.0
 
     func validate() throws {
+        try proxy.validate()
+        if proxy.url != nil && echo { throw ValidationError("--proxy and --echo exclude each other") }
         if cert.count != key.count { throw ValidationError("--cert and --key go together, one --key for each --cert") }
         if certificateDirectory != nil && !cert.isEmpty { throw ValidationError("--cert-dir replaces --cert and --key") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
@@ -96,7 +101,10 @@ struct Serve: AsyncParsableCommand {
         let log = AccessLog(enabled: !quiet)
         let handler: any HTTPHandler
         var served = "echo"
-        if echo {
+        if let backend = proxy.url {
+            handler = try proxy.handler(backend: backend)
+            served = "a proxy to \(backend)"
+        } else if echo {
             handler = EchoHandler(log: log)
         } else {
             let files = try FileServer(directory: directory, log: log)
