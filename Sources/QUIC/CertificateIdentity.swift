@@ -9,6 +9,12 @@ public struct CertificateIdentity: Sendable, Hashable {
     /// The subject's organizations, in certificate order.
     public let organizations: [String]
 
+    /// Creates an identity from its parts.
+    public init(commonName: String?, organizations: [String]) {
+        self.commonName = commonName
+        self.organizations = organizations
+    }
+
     /// Reads a DER certificate; `nil` when it cannot be parsed.
     public init?(der: [UInt8]) {
         var der = der
