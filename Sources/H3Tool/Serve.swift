@@ -56,6 +56,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Answer every request with its own body (for upload tests).")
     var echo = false
     @OptionGroup var proxy: ServeProxyOptions
+    @Option(name: .customLong("health-path"),
+            help: ArgumentHelp("Answer GET/HEAD on this path with 200 ok, without the backend or the disk.", valueName: "path"))
+    var healthPath: String?
     @Flag(help: "Validate client addresses with a Retry before accepting a connection.")
     var retry = false
     @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection into this directory.", valueName: "dir"))
@@ -77,7 +80,8 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         try proxy.validate()
-        if proxy.url != nil && echo { throw ValidationError("--proxy and --echo exclude each other") }
+        if let healthPath, !healthPath.hasPrefix("/") { throw ValidationError("--health-path must start with /") }
+        if proxy.isEnabled && echo { throw ValidationError("--proxy and --echo exclude each other") }
         if cert.count != key.count { throw ValidationError("--cert and --key go together, one --key for each --cert") }
         if certificateDirectory != nil && !cert.isEmpty { throw ValidationError("--cert-dir replaces --cert and --key") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
@@ -99,11 +103,16 @@ struct Serve: AsyncParsableCommand {
         // Signals first, so a SIGTERM that arrives while starting up is not lost.
         let signals = SignalWaiter([SIGINT, SIGTERM, SIGHUP])
         let log = AccessLog(enabled: !quiet)
-        let handler: any HTTPHandler
+        var handler: any HTTPHandler
         var served = "echo"
-        if let backend = proxy.url {
-            handler = try proxy.handler(backend: backend)
-            served = "a proxy to \(backend)"
+        let proxyCache = ProxyHandlerCache()
+        var router: ProxyRouter?
+        if proxy.isEnabled {
+            let made = ProxyRouter(routes: try proxy.makeRoutes(cache: proxyCache))
+            router = made
+            handler = made
+            served = "a proxy"
+            for line in proxy.describeRoutes() { Console.error("h3 serve: \(line)") }
         } else if echo {
             handler = EchoHandler(log: log)
         } else {
@@ -111,6 +120,7 @@ struct Serve: AsyncParsableCommand {
             handler = files
             served = files.root
         }
+        if let healthPath { handler = HealthCheckHandler(path: healthPath, inner: handler) }
 
         var source = ServeCertificates(pairs: Array(zip(cert, key)), directory: certificateDirectory, strict: strictSNI)
         if cert.isEmpty && certificateDirectory == nil {
@@ -175,6 +185,7 @@ struct Serve: AsyncParsableCommand {
         var signal = await signals.next() ?? SIGTERM
         while signal == SIGHUP {
             reload(store, from: source)
+            if let router, proxy.routesFile != nil { reloadRoutes(router, cache: proxyCache) }
             signal = await signals.next() ?? SIGTERM
         }
         Console.error("h3 serve: \(signal == SIGINT ? "SIGINT" : "SIGTERM"): shutting down gracefully "
@@ -190,6 +201,18 @@ struct Serve: AsyncParsableCommand {
         await stop()
         forced.cancel()
         Console.error("h3 serve: stopped")
+    }
+
+    /// SIGHUP: reads the routes file again and replaces the routes, or keeps the previous ones
+    /// if it is unreadable or has a bad line.
+    private func reloadRoutes(_ router: ProxyRouter, cache: ProxyHandlerCache) {
+        do {
+            router.replace(routes: try proxy.makeRoutes(cache: cache))
+            Console.error("h3 serve: SIGHUP: reloaded \(router.routes.count) proxy route(s)")
+            for line in proxy.describeRoutes() { Console.error("h3 serve: \(line)") }
+        } catch {
+            Console.error("h3 serve: SIGHUP: routes reload refused, still serving the previous routes: \(error)")
+        }
     }
 
     /// SIGHUP: reads the certificate files again and replaces the served set, or keeps the

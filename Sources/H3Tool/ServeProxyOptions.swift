@@ -1,5 +1,8 @@
 import ArgumentParser
+import Foundation
+import HTTPAPI
 import HTTPProxy
+import NIOConcurrencyHelpers
 import HTTPTypes
 import Logging
 import QUIC
@@ -7,9 +10,13 @@ import QUIC
 /// `h3 serve --proxy URL` and its settings: the server forwards every request to one backend.
 struct ServeProxyOptions: ParsableArguments {
     @Option(name: .customLong("proxy"),
-            help: ArgumentHelp("Forward every request to this backend (http://host:port or https://host:port).",
-                               valueName: "url"))
-    var url: String?
+            help: ArgumentHelp("Forward requests to a backend: URL (every request), or [HOST][/PREFIX]=URL for "
+                               + "requests to HOST (exact or *.domain) under PREFIX. Repeatable.", valueName: "route"))
+    var routes: [String] = []
+    @Option(name: .customLong("proxy-routes"),
+            help: ArgumentHelp("A file of routes, one per line as for --proxy (# starts a comment); read again on SIGHUP.",
+                               valueName: "file"))
+    var routesFile: String?
     @Flag(name: .customLong("proxy-http2"), help: "Speak HTTP/2 (TLS, ALPN h2) to the backend instead of HTTP/1.1.")
     var http2 = false
     @Option(name: .customLong("proxy-cacert"),
@@ -35,8 +42,14 @@ struct ServeProxyOptions: ParsableArguments {
             help: ArgumentHelp("Seconds connecting to the backend may take (then 502).", valueName: "seconds"))
     var connectTimeout = 5.0
 
+    /// Whether the server is a proxy.
+    var isEnabled: Bool { !routes.isEmpty || routesFile != nil }
+
     func validate() throws {
-        guard url != nil else { return }
+        for route in routes {
+            do { _ = try Self.parseRoute(route) } catch { throw ValidationError("\(error)") }
+        }
+        guard isEnabled else { return }
         if ProxyHeaders.ForwardedMode(rawValue: forwarded) == nil {
             throw ValidationError("--proxy-forwarded must be append, replace or off")
         }
@@ -68,5 +81,77 @@ struct ServeProxyOptions: ParsableArguments {
         } catch {
             throw ToolError(ToolError.usage, "--proxy \(backend): \(error)")
         }
+    }
+
+    /// One route: `URL`, or `[HOST][/PREFIX]=URL`.
+    static func parseRoute(_ spec: String) throws(ToolError) -> (host: String?, prefix: String, url: String) {
+        var host: String?, prefix = "/", url = spec
+        let scheme = spec.range(of: "://")
+        if let equals = spec.firstIndex(of: "="), scheme == nil || equals < scheme!.lowerBound {
+            let left = String(spec[..<equals])
+            url = String(spec[spec.index(after: equals)...])
+            if let slash = left.firstIndex(of: "/") {
+                host = slash == left.startIndex ? nil : String(left[..<slash])
+                prefix = String(left[slash...])
+            } else {
+                host = left.isEmpty ? nil : left
+            }
+        }
+        let lowered = url.lowercased()
+        guard lowered.hasPrefix("http://") || lowered.hasPrefix("https://"), URLComponents(string: url)?.host?.isEmpty == false else {
+            throw ToolError(ToolError.usage, "bad proxy route '\(spec)': expected URL or [HOST][/PREFIX]=URL with an http:// or https:// URL")
+        }
+        if let host, host.isEmpty || host.contains(" ") || host.dropFirst(host.hasPrefix("*.") ? 2 : 0).contains("*") {
+            throw ToolError(ToolError.usage, "bad proxy route '\(spec)': the host must be a name or *.domain")
+        }
+        return (host, prefix, url)
+    }
+
+    /// The routes to serve now: `--proxy` values, then the lines of `--proxy-routes`.
+    func routeSpecs() throws(ToolError) -> [(host: String?, prefix: String, url: String)] {
+        var specs: [(host: String?, prefix: String, url: String)] = []
+        for route in routes { specs.append(try Self.parseRoute(route)) }
+        if let routesFile {
+            guard let text = try? String(contentsOfFile: routesFile, encoding: .utf8) else {
+                throw ToolError(ToolError.readError, "cannot read the routes file \(routesFile)")
+            }
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+                let spec = content.trimmingCharacters(in: .whitespaces)
+                if spec.isEmpty { continue }
+                do {
+                    specs.append(try Self.parseRoute(spec))
+                } catch {
+                    throw ToolError(ToolError.usage, "\(routesFile) line \(number + 1): \(error.message)")
+                }
+            }
+        }
+        if specs.isEmpty { throw ToolError(ToolError.usage, "no proxy routes") }
+        return specs
+    }
+
+    /// Routes with their handlers; a backend URL already in `cache` keeps its handler (and its pooled connections).
+    func makeRoutes(cache: ProxyHandlerCache) throws -> [ProxyRouter.Route] {
+        try routeSpecs().map { spec in
+            ProxyRouter.Route(host: spec.host, pathPrefix: spec.prefix,
+                              handler: try cache.handler(for: spec.url) { try handler(backend: spec.url) })
+        }
+    }
+
+    /// A line per route for the log.
+    func describeRoutes() -> [String] {
+        ((try? routeSpecs()) ?? []).map { "route \($0.host ?? "*")\($0.prefix) -> \($0.url)" }
+    }
+}
+
+/// Proxy handlers by backend URL, kept across route reloads.
+final class ProxyHandlerCache: Sendable {
+    private let handlers = NIOLockedValueBox<[String: ProxyHandler]>([:])
+
+    func handler(for url: String, make: () throws -> ProxyHandler) throws -> ProxyHandler {
+        if let known = handlers.withLockedValue({ $0[url] }) { return known }
+        let made = try make()
+        handlers.withLockedValue { $0[url] = made }
+        return made
     }
 }

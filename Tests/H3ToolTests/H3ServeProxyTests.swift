@@ -10,11 +10,12 @@ import Testing
 struct H3ServeProxyTests {
     let pki = TestPKI.shared
 
-    /// A Python http.server: GET answers with the request's path and header fields as JSON,
+    /// A Python http.server: GET answers with its name, the request's path and header fields as JSON,
     /// `/bytes/N` with N pattern bytes, `/stall` never answers; POST and PUT answer with the
     /// body's length and SHA-256.
     static let backendScript = """
         import http.server, json, sys, hashlib, time
+        NAME = sys.argv[1] if len(sys.argv) > 1 else ""
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             def log_message(self, *a): pass
@@ -28,7 +29,7 @@ struct H3ServeProxyTests {
                     while sent < n:
                         k = min(len(chunk), n - sent); self.wfile.write(chunk[:k]); sent += k
                     return
-                body = json.dumps({"path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()]}).encode()
+                body = json.dumps({"backend": NAME, "path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()]}).encode()
                 self.send_response(200); self.send_header("Content-Type", "application/json")
                 self.send_header("Connection", "keep-alive, x-hop"); self.send_header("X-Hop", "1")
                 self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
@@ -58,12 +59,12 @@ struct H3ServeProxyTests {
     final class Backend: @unchecked Sendable {
         let process: PeerProcess
         let port: Int
-        init() async throws {
+        init(name: String = "") async throws {
             let directory = try scratchDirectory()
             let script = directory.appendingPathComponent("backend.py")
             try H3ServeProxyTests.backendScript.write(to: script, atomically: true, encoding: .utf8)
             let python = try #require(peerProgram("python3"))
-            process = try PeerProcess(python, [script.path], directory: directory, separateStandardOutput: true)
+            process = try PeerProcess(python, [script.path, name], directory: directory, separateStandardOutput: true)
             var port: Int?
             for _ in 0..<400 where port == nil {
                 port = Int(String(decoding: process.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
