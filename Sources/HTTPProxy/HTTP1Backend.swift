@@ -19,11 +19,13 @@ struct HTTP1Backend: Sendable {
     let tls: NIOSSLContext?
     let connectTimeout: Duration
 
-    /// Forwards `request` and its body; hands the response head to `head` (which returns where the
-    /// body goes), then streams the body and trailers to it.
+    /// Forwards `request` and its body; hands informational heads to `onInformational`, the final
+    /// head to `onHead`, then streams the body to `onBody` and the end (with trailers) to `onEnd`.
     ///
     /// - Throws: ``ProxyBackendError`` for a backend that cannot be reached or that breaks the exchange.
-    func exchange(_ request: HTTPRequest, body: HTTPBody, onHead: @escaping @Sendable (HTTPResponse) async throws -> Void,
+    func exchange(_ request: HTTPRequest, body: HTTPBody,
+                  onInformational: @escaping @Sendable (HTTPResponse) async throws -> Void,
+                  onHead: @escaping @Sendable (HTTPResponse) async throws -> Void,
                   onBody: @escaping @Sendable (ByteBuffer) async throws -> Void,
                   onEnd: @escaping @Sendable (HTTPFields?) async throws -> Void) async throws {
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
@@ -40,7 +42,13 @@ struct HTTP1Backend: Sendable {
                             try channel.pipeline.syncOperations.addHandler(
                                 try NIOSSLClientHandler(context: tls, serverHostname: name))
                         }
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        // As addHTTPClientHandlers, but 1xx responses are passed up so they can be forwarded.
+                        try channel.pipeline.syncOperations.addHandlers([
+                            HTTPRequestEncoder(),
+                            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes,
+                                                                     informationalResponseStrategy: .forward)),
+                            NIOHTTPRequestHeadersValidator(),
+                        ])
                         return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
                             wrappingChannelSynchronously: channel)
                     }
@@ -79,8 +87,12 @@ struct HTTP1Backend: Sendable {
                     for try await part in inbound {
                         switch part {
                         case .head(let responseHead):
-                            // 1xx heads (other than 101, which a proxy does not pass) are not forwarded.
-                            if responseHead.status.code < 200 { continue }
+                            // 1xx heads (103 Early Hints, ...) go ahead of the final one; 101 is not
+                            // passed (a proxy does not upgrade).
+                            if responseHead.status.code < 200 {
+                                if responseHead.status.code != 101 { try await onInformational(Self.response(responseHead)) }
+                                continue
+                            }
                             sawHead = true
                             try await onHead(Self.response(responseHead))
                         case .body(let chunk):

@@ -127,6 +127,9 @@ public struct ProxyHandler: HTTPHandler {
             headSent.withLockedValue { $0 = true }
             do { try await response.writeHead(head) } catch { throw ProxyClientGone(underlying: error) }
         }
+        let onInformational: @Sendable (HTTPResponse) async throws -> Void = { head in
+            do { try await response.writeHead(head) } catch { throw ProxyClientGone(underlying: error) }
+        }
         let onBody: @Sendable (ByteBuffer) async throws -> Void = { chunk in
             do { try await response.write(chunk) } catch { throw ProxyClientGone(underlying: error) }
         }
@@ -135,7 +138,8 @@ public struct ProxyHandler: HTTPHandler {
         }
         do {
             try await withHeadDeadline(headSent, progress: progress) {
-                try await self.forward(outgoing, body: forwardedBody, onHead: onHead, onBody: onBody, onEnd: onEnd)
+                try await self.forward(outgoing, body: forwardedBody, onInformational: onInformational, onHead: onHead,
+                                       onBody: onBody, onEnd: onEnd)
             }
         } catch let gone as ProxyClientGone {
             throw gone.underlying
@@ -154,11 +158,13 @@ public struct ProxyHandler: HTTPHandler {
     }
 
     private func forward(_ request: HTTPRequest, body: HTTPBody,
+                         onInformational: @escaping @Sendable (HTTPResponse) async throws -> Void,
                          onHead: @escaping @Sendable (HTTPResponse) async throws -> Void,
                          onBody: @escaping @Sendable (ByteBuffer) async throws -> Void,
                          onEnd: @escaping @Sendable (HTTPFields?) async throws -> Void) async throws {
         if let http1 {
-            try await http1.exchange(request, body: body, onHead: onHead, onBody: onBody, onEnd: onEnd)
+            try await http1.exchange(request, body: body, onInformational: onInformational, onHead: onHead,
+                                     onBody: onBody, onEnd: onEnd)
             return
         }
         guard let http2 else { return }

@@ -22,6 +22,9 @@ struct H3ServeProxyTests {
             def do_GET(self):
                 if self.path.startswith("/stall"):
                     time.sleep(60); return
+                if self.path.startswith("/hints"):
+                    self.send_response_only(103); self.send_header("Link", "</style.css>; rel=preload"); self.end_headers()
+                    self.wfile.flush()
                 if self.path.startswith("/bytes/"):
                     n = int(self.path.split("/")[2]); self.send_response(200)
                     self.send_header("Content-Length", str(n)); self.end_headers()
@@ -129,6 +132,22 @@ struct H3ServeProxyTests {
             #expect(all("x-forwarded-port") == ["\(proxy.port)"])
             #expect(all("forwarded") == ["for=127.0.0.1;by=127.0.0.1;proto=https;host=\"localhost:\(proxy.port)\""], "\(name): \(fields)")
         }
+    }
+
+    @Test("a 103 Early Hints from the backend reaches the client ahead of the final response (curl over HTTP/2)")
+    func earlyHints() async throws {
+        guard let curl = peerProgram("curl") else { return }
+        let backend = try await Backend()
+        let proxy = try await ServeProcess.start(["--tcp", "--cert", pki.certFile, "--key", pki.keyFile,
+                                                  "--proxy", "http://127.0.0.1:\(backend.port)"])
+        let run = try PeerProcess(curl, ["-sS", "--http2", "-i", "--cacert", pki.caFile, "https://localhost:\(proxy.port)/hints"],
+                                  directory: pki.directory, separateStandardOutput: true)
+        #expect(await run.waitForExit(seconds: 60) == 0, "\(run.output)")
+        let text = String(decoding: run.standardOutput, as: UTF8.self).lowercased()
+        let hints = text.range(of: "http/2 103"), final = text.range(of: "http/2 200")
+        #expect(hints != nil && final != nil && hints!.lowerBound < final!.lowerBound, "\(text)")
+        #expect(text.contains("link: </style.css>; rel=preload"), "\(text)")
+        #expect(text.contains("\"path\": \"/hints\""), "\(text)")
     }
 
     @Test("backend down gives 502 and a backend that stalls gives 504 within --proxy-timeout, each with a log line")
