@@ -47,27 +47,26 @@ public final class TLSCertificateStore: Sendable, Hashable {
     /// malformed, or a running server cannot use the set, throws and changes nothing.
     public func replace(with set: TLSCertificateSet) throws(QUICError) {
         let loaded = try LoadedCertificateSet(set)
+        // NIOLock.withLock rethrows untyped errors: lock and unlock by hand to keep QUICError.
         replacing.lock()
         defer { replacing.unlock() }
-        do {
-            let consumers = state.withLockedValue { state -> [any TLSCertificateConsumer] in
-                state.consumers.removeAll { $0.consumer == nil }
-                return state.consumers.compactMap(\.consumer)
+        let consumers = state.withLockedValue { state -> [any TLSCertificateConsumer] in
+            state.consumers.removeAll { $0.consumer == nil }
+            return state.consumers.compactMap(\.consumer)
+        }
+        var commits: [() -> Void] = []
+        for consumer in consumers {
+            do {
+                commits.append(try consumer.prepare(loaded))
+            } catch {
+                throw .invalidArgument("certificate set refused: \(error)")
             }
-            var commits: [() -> Void] = []
-            for consumer in consumers {
-                do {
-                    commits.append(try consumer.prepare(loaded))
-                } catch {
-                    throw .invalidArgument("certificate set refused: \(error)")
-                }
-            }
-            commits.forEach { $0() }
-            state.withLockedValue {
-                $0.loaded = loaded
-                $0.set = set
-                $0.generation += 1
-            }
+        }
+        commits.forEach { $0() }
+        state.withLockedValue {
+            $0.loaded = loaded
+            $0.set = set
+            $0.generation += 1
         }
     }
 
@@ -76,15 +75,13 @@ public final class TLSCertificateStore: Sendable, Hashable {
     package func attach(_ consumer: any TLSCertificateConsumer) throws(QUICError) {
         replacing.lock()
         defer { replacing.unlock() }
+        let loaded = state.withLockedValue { $0.loaded }
         do {
-            let loaded = state.withLockedValue { $0.loaded }
-            do {
-                try consumer.prepare(loaded)()
-            } catch {
-                throw .invalidArgument("certificate set refused: \(error)")
-            }
-            state.withLockedValue { $0.consumers.append(WeakConsumer(consumer: consumer)) }
+            try consumer.prepare(loaded)()
+        } catch {
+            throw .invalidArgument("certificate set refused: \(error)")
         }
+        state.withLockedValue { $0.consumers.append(WeakConsumer(consumer: consumer)) }
     }
 
     public static func == (lhs: TLSCertificateStore, rhs: TLSCertificateStore) -> Bool { lhs === rhs }
