@@ -275,7 +275,7 @@ let package = Package(
         // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.
         .executableTarget(
             name: "H3Bench",
-            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient",
+            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient", "HTTPProxy",
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/H3Bench",

@@ -13,7 +13,7 @@ struct H3Bench {
         usage: h3-bench [--quick] [--scenario N]... [--runs N]
                h3-bench fallback [--runs N]   the delay racing adds when UDP is blocked (one process)
           --quick        smaller sizes and fewer runs (a smoke test, not for RESULTS.md)
-          --scenario N   run only scenario N (1 bulk + 5 CPU, 2 requests, 3 handshakes, 4 memory); repeatable
+          --scenario N   run only scenario N (1 bulk + 5 CPU, 2 requests, 3 handshakes, 4 memory, 6 proxy); repeatable
           --runs N       runs per scenario 1 (default 5; the median is reported)
         """
 
@@ -42,7 +42,7 @@ struct H3Bench {
             sizes.bulkRuns = value
         }
         let selected = Set((arguments.optional("scenario") ?? "1,2,3,4,5").split(separator: ",").compactMap { Int($0) })
-        guard !selected.isEmpty, selected.isSubset(of: 1...5) else { throw BenchFailure("--scenario takes 1 to 5") }
+        guard !selected.isEmpty, selected.isSubset(of: 1...6) else { throw BenchFailure("--scenario takes 1 to 6") }
         let bench = try Bench(sizes: sizes)
         defer { bench.cleanUp() }
         let started = now()
@@ -52,6 +52,7 @@ struct H3Bench {
         if selected.contains(2) { try bench.requests() }
         if selected.contains(3) { try bench.handshakes() }
         if selected.contains(4) { try bench.memory() }
+        if selected.contains(6) { try bench.proxy() }
         bench.report.note("Total time \(fmt(now() - started)) s; load average after: \(machineNotes().components(separatedBy: "load average ").last ?? "?")")
     }
 }

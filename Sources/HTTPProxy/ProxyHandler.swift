@@ -168,9 +168,24 @@ public struct ProxyHandler: HTTPHandler {
             return
         }
         guard let http2 else { return }
+        // A GET (or another method that rarely has a body) with an empty body goes as an empty
+        // byte body: the transport may then send it again when the backend refuses the stream
+        // (REFUSED_STREAM, GOAWAY), which it cannot do with a streamed body.
+        var iterator = body.makeAsyncIterator()
+        var outgoingBody: HTTPBody? = body
+        if body.length == 0 || (body.length == nil && HTTP1Backend.bodylessMethods.contains(request.method)) {
+            if let first = try await iterator.next() {
+                // The rest comes from a new iterator: a received body continues where it was left.
+                outgoingBody = HTTPBody(PrefixedSequence(first: first, rest: body), length: body.length,
+                                        trailers: { try await body.trailers() })
+            } else {
+                // No body at all: HEADERS with END_STREAM, as a client's own GET.
+                outgoingBody = nil
+            }
+        }
         let answer: HTTPClientResponse
         do {
-            answer = try await http2.roundTrip(request, body: body, options: HTTPRequestOptions(),
+            answer = try await http2.roundTrip(request, body: outgoingBody, options: HTTPRequestOptions(),
                                                connectingTo: host, port: port)
         } catch {
             throw ProxyBackendError.unreachable("\(authority) (HTTP/2): \(error)")
@@ -237,4 +252,26 @@ private struct ProgressSequence: AsyncSequence, Sendable {
     func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(inner: body.makeAsyncIterator(), progress: progress)
     }
+}
+
+/// A chunk already read, then the rest of a body.
+private struct PrefixedSequence: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let first: ByteBuffer
+    let rest: HTTPBody
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var first: ByteBuffer?
+        var rest: HTTPBody.AsyncIterator
+
+        mutating func next() async throws -> ByteBuffer? {
+            if let chunk = first {
+                first = nil
+                return chunk
+            }
+            return try await rest.next()
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(first: first, rest: rest.makeAsyncIterator()) }
 }
