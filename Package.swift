@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "HTTP2", targets: ["HTTP2"]),
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
         .library(name: "ChoosingClient", targets: ["ChoosingClient"]),
+        .library(name: "HTTPProxy", targets: ["HTTPProxy"]),
         .executable(name: "h3", targets: ["h3"]),
         // Hummingbird 2 applications over HTTP/3 (and HTTP/2, HTTP/1.1) on one port. Only this
         // product and its example depend on hummingbird.
@@ -192,12 +193,28 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // A reverse proxy handler (ProxyHandler) for any of our servers: HTTP/1.1 backends over
+        // NIO's codec, HTTP/2 backends over HTTP2Transport.
+        .target(
+            name: "HTTPProxy",
+            dependencies: [
+                "HTTP2", "HTTPAPI", "QUIC",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The h3 command line tool (a curl-like client and `h3 serve`), as a library so that
         // tests can reach its parsers; the executable only calls into it.
         .target(
             name: "H3Tool",
             dependencies: [
-                "QUIC", "QUICLB", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient",
+                "QUIC", "QUICLB", "QUICSocket", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "ChoosingClient", "HTTPProxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -279,7 +296,7 @@ let package = Package(
             name: "HTTP3Tests",
             dependencies: [
                 "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "QUIC", "QUICSocket", "CGnuTLS", "QUICTestSupport", "NetSim",
-                "HTTPTestSupport",
+                "HTTPTestSupport", "HTTPProxy",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -316,7 +333,7 @@ let package = Package(
         .testTarget(
             name: "H3ToolTests",
             dependencies: [
-                "H3Tool", "h3", "QUIC", "QUICLB", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim",
+                "H3Tool", "h3", "QUIC", "QUICLB", "QUICTestSupport", "HTTP3", "HTTP2", "HTTPServer", "HTTPAPI", "NetSim", "HTTPProxy",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
@@ -359,7 +376,7 @@ let package = Package(
         // Benchmarks against ngtcp2's example peers (release builds): `swift run -c release h3-bench`.
         .executableTarget(
             name: "H3Bench",
-            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient",
+            dependencies: ["QUIC", "HTTP3", "HTTP2", "HTTPAPI", "ChoosingClient", "HTTPProxy",
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "Prometheus", package: "swift-prometheus"),

@@ -13,7 +13,8 @@ struct H3Bench {
         usage: h3-bench [--quick] [--scenario N]... [--runs N]
                h3-bench fallback [--runs N]   the delay racing adds when UDP is blocked (one process)
           --quick        smaller sizes and fewer runs (a smoke test, not for RESULTS.md)
-          --scenario N   run only scenario N (1 bulk + 5 CPU, 2 requests, 3 handshakes, 4 memory, 6 metrics on vs off); repeatable
+          --scenario N   run only scenario N (1 bulk + 5 CPU, 2 requests, 3 handshakes, 4 memory, 6 metrics on vs off,
+                         7 proxy); repeatable
           --runs N       runs of scenarios 1 and 6 (default 5; the median is reported)
         """
 
@@ -41,8 +42,8 @@ struct H3Bench {
             guard let value = Int(runs), value >= 1 else { throw BenchFailure("--runs needs a positive number") }
             sizes.bulkRuns = value
         }
-        let selected = Set((arguments.optional("scenario") ?? "1,2,3,4,5,6").split(separator: ",").compactMap { Int($0) })
-        guard !selected.isEmpty, selected.isSubset(of: 1...6) else { throw BenchFailure("--scenario takes 1 to 6") }
+        let selected = Set((arguments.optional("scenario") ?? "1,2,3,4,5,6,7").split(separator: ",").compactMap { Int($0) })
+        guard !selected.isEmpty, selected.isSubset(of: 1...7) else { throw BenchFailure("--scenario takes 1 to 7") }
         let bench = try Bench(sizes: sizes)
         defer { bench.cleanUp() }
         let started = now()
@@ -53,6 +54,7 @@ struct H3Bench {
         if selected.contains(3) { try bench.handshakes() }
         if selected.contains(4) { try bench.memory() }
         if selected.contains(6) { try bench.metricsCost() }
+        if selected.contains(7) { try bench.proxy() }
         bench.report.note("Total time \(fmt(now() - started)) s; load average after: \(machineNotes().components(separatedBy: "load average ").last ?? "?")")
     }
 }

@@ -8,6 +8,7 @@ import Prometheus
 import HTTP2
 import HTTP3
 import HTTPAPI
+import HTTPProxy
 import HTTPTypes
 import NIOCore
 import QUIC
@@ -55,7 +56,7 @@ struct Arguments {
         while let argument = iterator.next() {
             guard argument.hasPrefix("--") else { throw BenchFailure("unexpected argument \(argument)") }
             let name = String(argument.dropFirst(2))
-            if ["quick", "no-peers", "http2", "handlers-on-event-loop"].contains(name) { flags.insert(name); continue }
+            if ["quick", "no-peers", "http2", "handlers-on-event-loop", "proxy-http2"].contains(name) { flags.insert(name); continue }
             guard let value = iterator.next() else { throw BenchFailure("\(argument) needs a value") }
             values[name, default: ""] += values[name] == nil ? value : ",\(value)"
         }
@@ -130,9 +131,19 @@ enum OurServer {
             }
             try await response.finish()
         }
-        // The same handler over HTTP/2 (TCP + TLS) with --http2.
+        // --proxy URL --ca FILE [--proxy-http2]: an HTTP/3 reverse proxy to that backend instead.
         let stop: @Sendable () async -> Void
-        if arguments.flags.contains("http2") {
+        if let backend = arguments.optional("proxy") {
+            var backendTLS = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: ["h2"])
+            backendTLS.trustRoots = .certificates(.file(try arguments.string("ca")))
+            let proxy = try ProxyHandler(configuration: .init(
+                backend: backend, backendProtocol: arguments.flags.contains("proxy-http2") ? .http2 : .http1,
+                backendTLS: backendTLS))
+            let server = try await HTTP3Server.bind(configuration: configuration, handler: proxy)
+            writeLine("READY \(server.localAddress.port ?? port)")
+            stop = { await server.shutdown() }
+        } else if arguments.flags.contains("http2") {
+            // The same handler over HTTP/2 (TCP + TLS) with --http2.
             var http2 = HTTP2ServerConfiguration(host: "127.0.0.1", port: port, tls: tls)
             http2.gracefulShutdownTimeout = .seconds(1)
             http2.idleTimeout = Pinned.idleTimeout

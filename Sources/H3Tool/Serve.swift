@@ -4,6 +4,8 @@ import HTTP2
 import HTTP3
 import HTTPServer
 import HTTPAPI
+import HTTPProxy
+import HTTPTypes
 import NIOCore
 import Logging
 import QUIC
@@ -22,7 +24,12 @@ struct Serve: AsyncParsableCommand {
             CA; localhost-ca.pem holds the CA alone), or -k. SIGINT or SIGTERM stop the server gracefully: GOAWAY, requests \
             in flight finish, then the connections close. With --tcp the same port also serves HTTP/2 \
             (HTTP/1.1 for clients that do not offer h2) over TCP, and TCP responses carry \
-            Alt-Svc: h3=":PORT"; ma=86400 so that clients move to HTTP/3.
+            Alt-Svc: h3=":PORT"; ma=86400 so that clients move to HTTP/3. Several certificates: repeat \
+            --cert/--key (or give --cert-dir); each serves the DNS names of its certificate (exact or \
+            *. wildcard), chosen by the client's SNI, and the first also answers other names (unless \
+            --strict-sni). SIGHUP reads the certificate files again: new handshakes get the new \
+            certificates, open connections carry on; if a file is unreadable or malformed, the reload \
+            is refused and the previous certificates keep serving.
             """)
 
     @Argument(help: "The directory to serve.")
@@ -31,10 +38,17 @@ struct Serve: AsyncParsableCommand {
     var host = "127.0.0.1"
     @Option(name: [.customShort("p"), .long], help: "The UDP (and with --tcp, TCP) port (0 picks a free one).")
     var port = 4433
-    @Option(help: ArgumentHelp("The certificate chain (PEM).", valueName: "file"))
-    var cert: String?
-    @Option(help: ArgumentHelp("The certificate's private key (PEM).", valueName: "file"))
-    var key: String?
+    @Option(help: ArgumentHelp("A certificate chain (PEM); repeat with --key for several, chosen by SNI.", valueName: "file"))
+    var cert: [String] = []
+    @Option(help: ArgumentHelp("The private key (PEM) of the --cert at the same position.", valueName: "file"))
+    var key: [String] = []
+    @Option(name: .customLong("cert-dir"),
+            help: ArgumentHelp("Serve every NAME.pem (or NAME.crt) with NAME.key in this directory, chosen by SNI; "
+                               + "the first by file name is the default.", valueName: "dir"))
+    var certificateDirectory: String?
+    @Flag(name: .customLong("strict-sni"),
+          help: "No default certificate: refuse a client whose SNI no certificate serves (unrecognized_name).")
+    var strictSNI = false
     @Option(name: .customLong("client-ca"),
             help: ArgumentHelp("Require a client certificate signed by a CA in this PEM file (mutual TLS).",
                                valueName: "file"))
@@ -44,6 +58,10 @@ struct Serve: AsyncParsableCommand {
     var certificateCache: String?
     @Flag(help: "Answer every request with its own body (for upload tests).")
     var echo = false
+    @OptionGroup var proxy: ServeProxyOptions
+    @Option(name: .customLong("health-path"),
+            help: ArgumentHelp("Answer GET/HEAD on this path with 200 ok, without the backend or the disk.", valueName: "path"))
+    var healthPath: String?
     @Flag(help: "Validate client addresses with a Retry before accepting a connection.")
     var retry = false
     @Option(name: .customLong("qlog-dir"), help: ArgumentHelp("Write a qlog file per connection into this directory.", valueName: "dir"))
@@ -74,7 +92,11 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "QUIC-LB routable connection IDs") var loadBalancing: QUICLBOptions
 
     func validate() throws {
-        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        try proxy.validate()
+        if let healthPath, !healthPath.hasPrefix("/") { throw ValidationError("--health-path must start with /") }
+        if proxy.isEnabled && echo { throw ValidationError("--proxy and --echo exclude each other") }
+        if cert.count != key.count { throw ValidationError("--cert and --key go together, one --key for each --cert") }
+        if certificateDirectory != nil && !cert.isEmpty { throw ValidationError("--cert-dir replaces --cert and --key") }
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
         if let altSvcPort, !(1...65535).contains(altSvcPort) {
             throw ValidationError("--alt-svc-port must be between 1 and 65535")
@@ -97,39 +119,48 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // SIGHUP (reload) is trapped first, so one that arrives while starting up is not lost
+        // (SIGINT and SIGTERM are trapped by the ServiceGroup below).
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let log = AccessLog(enabled: !quiet)
-        let handler: any HTTPHandler
+        var handler: any HTTPHandler
         var served = "echo"
-        if echo {
+        let proxyCache = ProxyHandlerCache()
+        var router: ProxyRouter?
+        if proxy.isEnabled {
+            let made = ProxyRouter(routes: try proxy.makeRoutes(cache: proxyCache))
+            router = made
+            handler = made
+            served = "a proxy"
+            for line in proxy.describeRoutes() { Console.error("h3 serve: \(line)") }
+        } else if echo {
             handler = EchoHandler(log: log)
         } else {
             let files = try FileServer(directory: directory, log: log)
             handler = files
             served = files.root
         }
+        if let healthPath { handler = HealthCheckHandler(path: healthPath, inner: handler) }
 
-        let certificatePath: String, keyPath: String
-        if let cert, let key {
-            for file in [cert, key] where !FileManager.default.isReadableFile(atPath: file) {
-                throw ToolError(ToolError.usage, "cannot read '\(file)'")
-            }
-            certificatePath = cert
-            keyPath = key
-            if let pem = try? String(contentsOfFile: cert, encoding: .utf8),
-               let facts = try? CertificateGenerator.inspect(certificatePEM: pem) {
-                Console.error("h3 serve: certificate \(cert), SHA-256 \(facts.sha256Fingerprint)")
-            }
-        } else {
+        var source = ServeCertificates(pairs: Array(zip(cert, key)), directory: certificateDirectory, strict: strictSNI)
+        if cert.isEmpty && certificateDirectory == nil {
             let cached = try CertificateCache.loadOrCreate(directory: certificateCache)
-            certificatePath = cached.certificatePath
-            keyPath = cached.keyPath
+            source.pairs = [(cached.certificatePath, cached.keyPath)]
             Console.error("h3 serve: \(cached.created ? "generated a" : "using the") local certificate "
                           + "\(cached.certificatePath) (key \(cached.keyPath), CA \(cached.caPath)), "
                           + "SHA-256 \(cached.fingerprint); clients: --cacert \(cached.certificatePath)")
         }
+        let store: TLSCertificateStore
+        do {
+            store = try TLSCertificateStore(try source.load())
+        } catch let error as ToolError {
+            throw error
+        } catch {
+            throw ToolError(ToolError.readError, "certificates not usable: \(source.explain(error))")
+        }
+        for line in source.describe(store) { Console.error("h3 serve: \(line)") }
 
-        var tls = QUICTLSConfiguration.makeServerConfiguration(
-            certificateChain: .file(certificatePath), privateKey: .file(keyPath), applicationProtocols: ["h3"])
+        var tls = QUICTLSConfiguration.makeServerConfiguration(certificates: store, applicationProtocols: ["h3"])
         if let clientCA {
             guard FileManager.default.isReadableFile(atPath: clientCA) else {
                 throw ToolError(ToolError.readError, "cannot read the client CA file \(clientCA)")
@@ -200,6 +231,13 @@ struct Serve: AsyncParsableCommand {
             let shown = host.contains(":") ? "[\(host)]" : host
             Console.error("h3 serve: metrics on http://\(shown):\(metricsEndpoint.localAddress?.port ?? 0)/metrics")
         }
+        let proxyOptions = proxy, certificateSource = source, proxyRouter = router
+        services.append(.init(service: ReloadService(hangups: hangups) {
+            Self.reload(store, from: certificateSource)
+            if let proxyRouter, proxyOptions.routesFile != nil {
+                Self.reloadRoutes(proxyRouter, options: proxyOptions, cache: proxyCache)
+            }
+        }))
         services.append(.init(service: ServeService(server: server, closeNow: closeNow, banner: banner,
                                                    summary: loopSummary)))
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
@@ -211,6 +249,30 @@ struct Serve: AsyncParsableCommand {
             throw error
         } catch {
             throw ToolError(1, "\(error)")
+        }
+    }
+
+    /// SIGHUP: reads the routes file again and replaces the routes, or keeps the previous ones
+    /// if it is unreadable or has a bad line.
+    private static func reloadRoutes(_ router: ProxyRouter, options proxy: ServeProxyOptions, cache: ProxyHandlerCache) {
+        do {
+            router.replace(routes: try proxy.makeRoutes(cache: cache))
+            Console.error("h3 serve: SIGHUP: reloaded \(router.routes.count) proxy route(s)")
+            for line in proxy.describeRoutes() { Console.error("h3 serve: \(line)") }
+        } catch {
+            Console.error("h3 serve: SIGHUP: routes reload refused, still serving the previous routes: \(error)")
+        }
+    }
+
+    /// SIGHUP: reads the certificate files again and replaces the served set, or keeps the
+    /// previous one if any file is unusable.
+    private static func reload(_ store: TLSCertificateStore, from source: ServeCertificates) {
+        do {
+            try store.replace(with: try source.load())
+            Console.error("h3 serve: SIGHUP: reloaded \(store.certificateSet.entries.count) certificate(s)")
+            for line in source.describe(store) { Console.error("h3 serve: \(line)") }
+        } catch {
+            Console.error("h3 serve: SIGHUP: reload refused, still serving the previous certificates: \(source.explain(error))")
         }
     }
 }

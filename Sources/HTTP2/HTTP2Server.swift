@@ -110,7 +110,7 @@ public final class HTTP2Server: Sendable {
             throw HTTP2ConfigurationError("the stream, connection and header limits must be positive, the window 64 KiB to 2 GiB")
         }
         let alpn = configuration.allowHTTP1 ? ["h2", "http/1.1"] : ["h2"]
-        let sslContext = try TLSContexts.server(configuration.tls, alpn: alpn)
+        let contexts = try ServerTLSContexts(configuration.tls, alpn: alpn)
         let state = HTTP2ServerState(handler: handler, configuration: configuration, logger: logger)
         var bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -121,7 +121,7 @@ public final class HTTP2Server: Sendable {
         }
         let channel = try await bootstrap.childChannelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
-                try state.initialize(channel, sslContext: sslContext)
+                try state.initialize(channel, contexts: contexts)
             }
         }.bind(host: configuration.host, port: configuration.port).get()
         guard let address = channel.localAddress else {
@@ -241,8 +241,9 @@ final class HTTP2ServerState: Sendable {
     /// limit); larger ones are a connection error.
     var hardHeaderLimit: Int { max(configuration.maxHeaderListSize * 4, 16 << 10) }
 
-    /// Sets up an accepted connection's pipeline: SNI capture, TLS, then ALPN decides HTTP/2 or HTTP/1.1.
-    func initialize(_ channel: any Channel, sslContext: NIOSSLContext) throws {
+    /// Sets up an accepted connection's pipeline: SNI capture (which chooses the certificate),
+    /// TLS, then ALPN decides HTTP/2 or HTTP/1.1.
+    func initialize(_ channel: any Channel, contexts: ServerTLSContexts) throws {
         let id = ObjectIdentifier(channel)
         let limit = configuration.maxConnections
         let accepted = mutable.withLockedValue { state -> Bool in
@@ -261,16 +262,11 @@ final class HTTP2ServerState: Sendable {
         let facts = ConnectionFacts(channel: channel)
         let eventLoop = channel.eventLoop
         let operations = channel.pipeline.syncOperations
-        try operations.addHandler(ByteToMessageHandler(SNIHandler { result in
-            if case .hostname(let name) = result { facts.serverName = name }
-            return eventLoop.makeSucceededVoidFuture()
-        }))
-        try operations.addHandler(NIOSSLServerHandler(context: sslContext))
         // The connection's log lines name it by its remote address.
         var connectionLogger = logger
         connectionLogger[metadataKey: "remote"] = "\(facts.remoteAddress ?? "unknown")"
         let errorLogger = ConnectionErrorLogger(logger: connectionLogger)
-        try operations.addHandler(ApplicationProtocolNegotiationHandler { [self] result, channel in
+        let negotiation = ApplicationProtocolNegotiationHandler { [self] result, channel in
             // The handshake is done: the client's certificate (if any) is known.
             if let tlsHandler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
                let certificate = tlsHandler.peerCertificate {
@@ -291,7 +287,31 @@ final class HTTP2ServerState: Sendable {
                 return channel.close()
             }
             return channel.eventLoop.makeSucceededVoidFuture()
-        })
+        }
+        let sniLogger = connectionLogger
+        try operations.addHandler(ByteToMessageHandler(SNIHandler { result in
+            var serverName: String?
+            if case .hostname(let name) = result {
+                facts.serverName = name
+                serverName = name
+            }
+            guard let context = contexts.context(for: serverName) else {
+                sniLogger.info("TLS handshake refused: no certificate for the server name",
+                            metadata: ["sni": "\(serverName ?? "(none)")", "peer": "\(channel.remoteAddress.map(endpointText) ?? "?")"])
+                let alert = channel.allocator.buffer(bytes: ServerTLSContexts.unrecognizedNameAlert)
+                channel.writeAndFlush(alert).whenComplete { _ in channel.close(promise: nil) }
+                return eventLoop.makeFailedFuture(ChannelError.inputClosed)
+            }
+            do {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context),
+                                                               position: .before(negotiation))
+            } catch {
+                channel.close(promise: nil)
+                return eventLoop.makeFailedFuture(error)
+            }
+            return eventLoop.makeSucceededVoidFuture()
+        }))
+        try operations.addHandler(negotiation)
         try operations.addHandler(errorLogger)
     }
 

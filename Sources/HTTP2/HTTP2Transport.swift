@@ -107,6 +107,21 @@ public final class HTTP2Transport: HTTPRoundTripper {
         return try await send(request, body: body, options: options, origin: origin, started: started)
     }
 
+    /// Sends `request` (its `:authority` unchanged) over a connection to `host:port` instead of
+    /// the request's own origin: a reverse proxy keeps the client's authority while connecting to
+    /// its backend. TLS verifies the certificate against `host`.
+    package func roundTrip(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions,
+                           connectingTo host: String, port: Int) async throws -> HTTPClientResponse {
+        let origin = HTTP2Origin(host: host, port: port)
+        let started = ContinuousClock.now
+        if let timeout = options.timeout {
+            return try await withRequestDeadline(timeout) {
+                try await self.send(request, body: body, options: options, origin: origin, started: started)
+            }
+        }
+        return try await send(request, body: body, options: options, origin: origin, started: started)
+    }
+
     private func send(_ request: HTTPRequest, body: HTTPBody?, options: HTTPRequestOptions, origin: HTTP2Origin,
                       started: ContinuousClock.Instant) async throws -> HTTPClientResponse {
         let request = request.preparedForSending(body: body)
@@ -186,6 +201,11 @@ struct HTTP2Origin: Hashable, Sendable, CustomStringConvertible {
 
     init(_ request: HTTPRequest) throws(HTTPError) {
         let (host, port) = try request.httpsOrigin(transportName: "HTTP/2")
+        self.host = host
+        self.port = port
+    }
+
+    init(host: String, port: Int) {
         self.host = host
         self.port = port
     }

@@ -35,10 +35,21 @@ enum TLSContexts {
             throw HTTP2ConfigurationError("a server needs a certificate chain and a private key")
         }
         do {
-            let chain = try certificates(chainSource)
+            return try server(tls, alpn: alpn, chain: try certificates(chainSource), key: try privateKey(keySource))
+        } catch let error as HTTP2ConfigurationError {
+            throw error
+        } catch {
+            throw HTTP2ConfigurationError("TLS: \(error)")
+        }
+    }
+
+    /// A server context for one certificate chain and key, with `tls`'s client authentication.
+    static func server(_ tls: QUICTLSConfiguration, alpn: [String], chain: [NIOSSLCertificate],
+                       key: NIOSSLPrivateKey) throws(HTTP2ConfigurationError) -> NIOSSLContext {
+        do {
             guard !chain.isEmpty else { throw HTTP2ConfigurationError("the certificate chain holds no certificate") }
             var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(try privateKey(keySource)))
+                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
             configuration.applicationProtocols = alpn
             switch tls.clientAuthentication {
             case .none: configuration.certificateVerification = .none

@@ -19,11 +19,14 @@ package enum CertificateGenerator {
         package var commonName: String
         package var dnsNames: [String]
         package var ipAddresses: [String]
+        /// Subject organizations (O), in order.
+        package var organizations: [String]
 
-        package init(commonName: String, dnsNames: [String] = [], ipAddresses: [String] = []) {
+        package init(commonName: String, dnsNames: [String] = [], ipAddresses: [String] = [], organizations: [String] = []) {
             self.commonName = commonName
             self.dnsNames = dnsNames
             self.ipAddresses = ipAddresses
+            self.organizations = organizations
         }
     }
 
@@ -51,6 +54,10 @@ package enum CertificateGenerator {
         let key = try PrivateKey()
         let cert = try Certificate()
         try cert.fill(commonName: names.commonName, key: key, validDays: validDays, notBefore: notBefore)
+        for organization in names.organizations {
+            try check(gnutls_x509_crt_set_dn_by_oid(cert.handle, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, organization,
+                                                    UInt32(organization.utf8.count)), "organization")
+        }
         try check(gnutls_x509_crt_set_basic_constraints(cert.handle, 0, -1), "basic constraints")
         try check(gnutls_x509_crt_set_key_usage(cert.handle, UInt32(GNUTLS_KEY_DIGITAL_SIGNATURE)), "key usage")
         try check(gnutls_x509_crt_set_key_purpose_oid(cert.handle, GNUTLS_KP_TLS_WWW_SERVER, 0), "key purpose")

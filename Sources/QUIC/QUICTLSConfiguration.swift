@@ -59,6 +59,9 @@ public struct QUICTLSConfiguration: Sendable, Hashable {
     public var certificateChain: PEMSource?
     /// The private key that matches the first certificate of ``certificateChain``.
     public var privateKey: PEMSource?
+    /// Server only: certificates chosen by SNI, replaceable at run time. When set, it is used
+    /// instead of ``certificateChain`` and ``privateKey``.
+    public var serverCertificates: TLSCertificateStore?
     /// ALPN protocol identifiers, most preferred first. Must not be empty.
     public var applicationProtocols: [String]
     /// The name sent in SNI and checked against the server's certificate (client only).
@@ -96,6 +99,14 @@ public struct QUICTLSConfiguration: Sendable, Hashable {
         QUICTLSConfiguration(applicationProtocols: applicationProtocols)
     }
 
+    /// A server configuration whose certificates are chosen by SNI from `store`.
+    public static func makeServerConfiguration(certificates store: TLSCertificateStore,
+                                               applicationProtocols: [String]) -> QUICTLSConfiguration {
+        var configuration = QUICTLSConfiguration(applicationProtocols: applicationProtocols)
+        configuration.serverCertificates = store
+        return configuration
+    }
+
     /// A server configuration with a certificate chain and its private key.
     public static func makeServerConfiguration(certificateChain: PEMSource, privateKey: PEMSource,
                                                applicationProtocols: [String]) -> QUICTLSConfiguration {
@@ -123,8 +134,8 @@ public struct QUICTLSConfiguration: Sendable, Hashable {
         for proto in applicationProtocols where proto.utf8.isEmpty || proto.utf8.count > 255 {
             throw .invalidArgument("ALPN identifier must be 1 to 255 bytes: \"\(proto)\"")
         }
-        if isServer && (certificateChain == nil || privateKey == nil) {
-            throw .invalidArgument("a server needs a certificate chain and a private key")
+        if isServer && serverCertificates == nil && (certificateChain == nil || privateKey == nil) {
+            throw .invalidArgument("a server needs a certificate chain and a private key (or a certificate store)")
         }
         if (certificateChain == nil) != (privateKey == nil) {
             throw .invalidArgument("a certificate chain and a private key go together")

@@ -9,47 +9,78 @@ final class TLSCredentials: @unchecked Sendable {
     let configuration: QUICTLSConfiguration
     /// Server only: the session-ticket key and the 0-RTT anti-replay state.
     let tickets: ServerTickets?
+    /// Server only, with ``QUICTLSConfiguration/serverCertificates``: the credentials of each
+    /// certificate entry, chosen per handshake by SNI. These credentials then hold no certificate.
+    let sni: SNICredentials?
 
     init(configuration: QUICTLSConfiguration, isServer: Bool) throws(QUICError) {
         try configuration.validate(isServer: isServer)
-        var cred: gnutls_certificate_credentials_t?
-        guard gnutls_certificate_allocate_credentials(&cred) == GNUTLS_E_SUCCESS, let cred else {
-            throw .internalError("could not allocate TLS credentials")
-        }
+        let cred = try Self.allocate()
         self.handle = cred
         self.configuration = configuration
         self.tickets = isServer ? try ServerTickets() : nil
 
-        if let chain = configuration.certificateChain, let key = configuration.privateKey {
-            let chainPEM = try Self.load(chain, what: "certificate chain")
-            let keyPEM = try Self.load(key, what: "private key")
-            let rv = chainPEM.withDatum { chainDatum in
-                keyPEM.withDatum { keyDatum in
-                    gnutls_certificate_set_x509_key_mem2(cred, &chainDatum, &keyDatum,
-                                                         GNUTLS_X509_FMT_PEM, nil, 0)
-                }
-            }
-            if rv < 0 {
-                throw .invalidArgument("certificate chain or private key not usable: \(gnutlsMessage(rv))")
+        if isServer, let store = configuration.serverCertificates {
+            let sni = SNICredentials(configuration: configuration)
+            try store.attach(sni)
+            self.sni = sni
+        } else {
+            self.sni = nil
+            if let chain = configuration.certificateChain, let key = configuration.privateKey {
+                try Self.setKeyPair(cred, chain: try Self.load(chain, what: "certificate chain"),
+                                    key: try Self.load(key, what: "private key"))
             }
         }
-
         let verifies = configuration.certificateVerification != .insecureNoVerification
         let needsTrust = isServer ? configuration.clientAuthentication != .none : verifies
-        if needsTrust {
-            switch configuration.trustRoots {
-            case .system:
-                let rv = gnutls_certificate_set_x509_system_trust(cred)
-                if rv < 0 { throw .fileError("could not load the system trust store: \(gnutlsMessage(rv))") }
-            case .certificates(let source):
-                let pem = try Self.load(source, what: "trust roots")
-                let rv = pem.withDatum { datum in
-                    gnutls_certificate_set_x509_trust_mem(cred, &datum, GNUTLS_X509_FMT_PEM)
-                }
-                if rv <= 0 {
-                    throw .invalidArgument("no CA certificate found in trust roots"
-                                           + (rv < 0 ? ": \(gnutlsMessage(rv))" : ""))
-                }
+        if needsTrust { try Self.setTrust(cred, configuration.trustRoots) }
+    }
+
+    /// A server's credentials for one entry of a certificate set (its chain and key, and the
+    /// trust roots for client certificates when those are requested).
+    init(entry: LoadedCertificateSet.Entry, configuration: QUICTLSConfiguration) throws(QUICError) {
+        let cred = try Self.allocate()
+        self.handle = cred
+        self.configuration = configuration
+        self.tickets = nil
+        self.sni = nil
+        try Self.setKeyPair(cred, chain: entry.chainPEM, key: entry.keyPEM)
+        if configuration.clientAuthentication != .none { try Self.setTrust(cred, configuration.trustRoots) }
+    }
+
+    private static func allocate() throws(QUICError) -> gnutls_certificate_credentials_t {
+        var cred: gnutls_certificate_credentials_t?
+        guard gnutls_certificate_allocate_credentials(&cred) == GNUTLS_E_SUCCESS, let cred else {
+            throw .internalError("could not allocate TLS credentials")
+        }
+        return cred
+    }
+
+    private static func setKeyPair(_ cred: gnutls_certificate_credentials_t, chain: [UInt8], key: [UInt8]) throws(QUICError) {
+        let rv = chain.withDatum { chainDatum in
+            key.withDatum { keyDatum in
+                gnutls_certificate_set_x509_key_mem2(cred, &chainDatum, &keyDatum, GNUTLS_X509_FMT_PEM, nil, 0)
+            }
+        }
+        if rv < 0 {
+            throw .invalidArgument("certificate chain or private key not usable: \(gnutlsMessage(rv))")
+        }
+    }
+
+    private static func setTrust(_ cred: gnutls_certificate_credentials_t,
+                                 _ roots: QUICTLSConfiguration.TrustRoots) throws(QUICError) {
+        switch roots {
+        case .system:
+            let rv = gnutls_certificate_set_x509_system_trust(cred)
+            if rv < 0 { throw .fileError("could not load the system trust store: \(gnutlsMessage(rv))") }
+        case .certificates(let source):
+            let pem = try load(source, what: "trust roots")
+            let rv = pem.withDatum { datum in
+                gnutls_certificate_set_x509_trust_mem(cred, &datum, GNUTLS_X509_FMT_PEM)
+            }
+            if rv <= 0 {
+                throw .invalidArgument("no CA certificate found in trust roots"
+                                       + (rv < 0 ? ": \(gnutlsMessage(rv))" : ""))
             }
         }
     }

@@ -13,6 +13,9 @@ final class TLSSession {
     let isServer: Bool
     /// GnuTLS keeps the verification hostname pointer: it must outlive the session.
     private var verifyHostname: UnsafeMutablePointer<CChar>?
+    /// Server with a certificate set: the entry's credentials chosen for the client's SNI. Held
+    /// here because GnuTLS keeps only a pointer to them.
+    private var selectedCredentials: TLSCredentials?
 
     /// Creates a session. `connRef` is the stable pointer ngtcp2's helper uses to find
     /// the `ngtcp2_conn` (stored with `gnutls_session_set_ptr`).
@@ -67,6 +70,15 @@ final class TLSSession {
             }
         }
 
+        if isServer, credentials.sni != nil {
+            // The certificate is chosen once the client hello (and its SNI) has been read.
+            gnutls_handshake_set_post_client_hello_function(session) { session in
+                guard let session, let pointer = gnutls_session_get_ptr(session) else { return GNUTLS_E_INTERNAL_ERROR }
+                let ref = pointer.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self)
+                guard let userData = ref.pointee.user_data else { return GNUTLS_E_INTERNAL_ERROR }
+                return Unmanaged<ConnectionCore>.fromOpaque(userData)._withUnsafeGuaranteedRef { $0.tls.selectServerCertificate() }
+            }
+        }
         if isServer {
             switch config.clientAuthentication {
             case .none: break
@@ -92,6 +104,18 @@ final class TLSSession {
                 break
             }
         }
+    }
+
+    /// Server with a certificate set: installs the credentials of the entry for the client's SNI.
+    /// Returns a GnuTLS error (which ends the handshake) when no entry serves the name:
+    /// `GNUTLS_E_UNRECOGNIZED_NAME` makes GnuTLS send the `unrecognized_name` alert.
+    func selectServerCertificate() -> Int32 {
+        guard let sni = credentials.sni else { return 0 }
+        guard let chosen = sni.credentials(for: requestedServerName) else { return GNUTLS_E_UNRECOGNIZED_NAME }
+        let rv = gnutls_credentials_set(handle, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(chosen.handle))
+        guard rv == GNUTLS_E_SUCCESS else { return rv }
+        selectedCredentials = chosen
+        return 0
     }
 
     deinit {
