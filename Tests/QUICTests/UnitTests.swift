@@ -56,7 +56,7 @@ struct UnitTests {
 
     @Test("TLS configuration is validated before anything is loaded")
     func tlsValidation() {
-        #expect(throws: QUICError.invalidArgument("a server needs a certificate chain and a private key")) {
+        #expect(throws: QUICError.invalidArgument("a server needs a certificate chain and a private key (or a certificate store)")) {
             try QUICTLSConfiguration(applicationProtocols: ["h3"]).validate(isServer: true)
         }
         #expect(throws: QUICError.invalidArgument("ALPN identifier must be 1 to 255 bytes: \"\"")) {
