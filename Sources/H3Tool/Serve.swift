@@ -59,6 +59,14 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"),
             help: ArgumentHelp("Seconds a graceful shutdown waits for requests in flight.", valueName: "seconds"))
     var shutdownTimeout = 10.0
+    @Option(name: .customLong("request-head-timeout"),
+            help: ArgumentHelp("With --tcp: seconds a TCP connection may take to send a whole request head "
+                               + "(0: no limit).", valueName: "seconds"))
+    var requestHeadTimeout = 30.0
+    @Option(name: .customLong("max-connections-per-address"),
+            help: ArgumentHelp("With --tcp: TCP connections one client address may have open (0: no limit).",
+                               valueName: "n"))
+    var maxConnectionsPerAddress = 256
 
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
@@ -71,6 +79,15 @@ struct Serve: AsyncParsableCommand {
         }
         if !tcp && (altSvcPort != nil || altSvcMaxAge != 86400) {
             throw ValidationError("--alt-svc-port and --alt-svc-max-age go with --tcp")
+        }
+        if !(requestHeadTimeout >= 0 && requestHeadTimeout <= 1e8) {
+            throw ValidationError("--request-head-timeout must be between 0 and 1e8 seconds")
+        }
+        if maxConnectionsPerAddress < 0 {
+            throw ValidationError("--max-connections-per-address must not be negative")
+        }
+        if !tcp && (requestHeadTimeout != 30 || maxConnectionsPerAddress != 256) {
+            throw ValidationError("--request-head-timeout and --max-connections-per-address go with --tcp")
         }
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
             throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
@@ -132,6 +149,9 @@ struct Serve: AsyncParsableCommand {
                                                    altSvcMaxAge: altSvcMaxAge)
             combined.http3 = configuration
             combined.http2.gracefulShutdownTimeout = shutdownAfter
+            combined.http2.requestHeadTimeout = requestHeadTimeout > 0
+                ? .milliseconds(max(1, Int64(requestHeadTimeout * 1000))) : nil
+            combined.http2.maxConnectionsPerAddress = maxConnectionsPerAddress > 0 ? maxConnectionsPerAddress : nil
             let server: HTTPServer
             do {
                 server = try await HTTPServer.bind(configuration: combined, handler: handler)
