@@ -347,7 +347,7 @@ struct H3EndToEndTests {
         for target in targets {
             let file = try scratchDirectory().appendingPathComponent("sessions").path
             var first = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
-            for _ in 0..<30 where first.status == 7 {  // gtlsserver may still be starting
+            for _ in 0..<200 where first.status == 7 {  // gtlsserver may still be starting (up to 20 s)
                 try await Task.sleep(for: .milliseconds(100))
                 first = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
             }
@@ -480,7 +480,7 @@ struct H3PeerInteropTests {
                                      directory: pki.directory)
         defer { server.stop() }
         var run = ToolRun(status: nil, stdout: Data(), stderr: "")
-        for _ in 0..<50 {  // gtlsserver may still be starting
+        for _ in 0..<200 {  // gtlsserver may still be starting (up to 20 s)
             run = try await runH3(trust + ["-sS", "-w", "|%{http_code}", "https://127.0.0.1:\(port)/random.bin"])
             if run.status != 7 { break }
             try await Task.sleep(for: .milliseconds(100))

@@ -26,7 +26,7 @@ struct SessionFileEarlyDataTests {
             defer { try? FileManager.default.removeItem(at: directory) }
             let file = directory.appendingPathComponent("sessions").path
             var first = try await runH3(trust + ["-sS", "--session-file", file, "\(target)/small.txt"])
-            for _ in 0..<30 where first.status == 7 {  // gtlsserver may still be starting
+            for _ in 0..<200 where first.status == 7 {  // gtlsserver may still be starting (up to 20 s)
                 try await Task.sleep(for: .milliseconds(100))
                 first = try await runH3(trust + ["-sS", "--session-file", file, "\(target)/small.txt"])
             }
