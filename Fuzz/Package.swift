@@ -6,7 +6,8 @@
 // library, which Tests/FuzzRegressionTests also calls to replay Fuzz/Corpus and Fuzz/Regressions.
 import PackageDescription
 
-let targets = ["altsvc-header", "altsvc-cache-file", "session-cache-file", "h3-arguments", "h3-values", "endpoint-datagram"]
+let targets = ["altsvc-header", "altsvc-cache-file", "session-cache-file", "h3-arguments", "h3-values", "endpoint-datagram",
+               "file-server-request"]
 
 let package = Package(
     name: "swift-h3-fuzz",

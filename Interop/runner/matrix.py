@@ -38,7 +38,7 @@ class Peer:
 
 PEERS = {
     "ours": Peer("ours", [os.path.join(ROOT, ".build/debug/interop-endpoint")],
-                 "swift build --product interop-endpoint", h3_client_mode=True),
+                 "swift build --product interop-endpoint", h3_mode=True, h3_client_mode=True),
     "aioquic": Peer("aioquic", [PYTHON, os.path.join(ROOT, "Interop/peers/aioquic_endpoint.py")],
                     "scripts/install-deps", h3_mode=True),
     "ngtcp2": Peer("ngtcp2", [os.path.join(ROOT, "Interop/peers/ngtcp2_endpoint.sh")],
@@ -238,6 +238,9 @@ def run_cell(case, server, client, certs, work, seed, keep, sabotage=None):
                       SSLKEYLOGFILE=keylogs[1], QLOGDIR=os.path.join(qlog, "client"))
     if mode == "h3":
         client_env["ALPN"] = "h3"
+        if server.name == "ours":
+            # Our server serves h3 for any case with ALPN=h3 (aioquic's offers both ALPNs itself).
+            server_env["ALPN"] = "h3"
     preferred_pcap = os.path.join(directory, "trace-preferred.pcap")
     if case.preferred:
         # The server's preferred address is a second relay on 127.0.0.2 (its own pcap), which

@@ -19,6 +19,7 @@ public enum FuzzEntryPoints {
         "session-cache-file": sessionCacheFile,
         "h3-arguments": h3Arguments,
         "h3-values": h3Values,
+        "file-server-request": fileServerRequest,
     ]
 
     /// An `Alt-Svc` response header value from the network: parsed, fed to a cache, and (when
@@ -95,6 +96,18 @@ public enum FuzzEntryPoints {
     /// unlike ``h3Arguments(_:)``, whose time goes to swift-argument-parser.
     public static func h3Values(_ input: [UInt8]) -> FuzzOutcome {
         _ = H3ToolFuzzing.parseValues(splitOnNUL(input))
+        return .accepted
+    }
+
+    /// A request to `h3 serve`'s file server: the target, then after a NUL byte a Range header.
+    /// The path must not resolve outside the served directory (`..`, encoded dots, links), a
+    /// redirect must stay on the server, and a satisfiable range must lie inside the file.
+    public static func fileServerRequest(_ input: [UInt8]) -> FuzzOutcome {
+        let parts = splitOnNUL(input)
+        let target = parts.first ?? ""
+        if let broken = H3ToolFuzzing.checkFileServerRequest(target: target, range: parts.count > 1 ? parts[1] : nil) {
+            return .invariantViolated(broken)
+        }
         return .accepted
     }
 

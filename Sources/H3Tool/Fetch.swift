@@ -476,9 +476,18 @@ struct TransferOptions: Sendable {
 
     static func readAll(_ path: String) throws(ToolError) -> [UInt8] {
         if path == "-" { return Array(FileHandle.standardInput.readDataToEndOfFile()) }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ToolError(ToolError.readError, "cannot read '\(path)'")
+        // Opened as -T and --data-binary @ open their file, so a failure reads the same way.
+        let file = try ReadableFile(path: path)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(file.descriptor, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else {
+                throw ToolError(ToolError.readError, "error reading '\(path)': \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { return bytes }
+            bytes += chunk[..<n]
         }
-        return Array(data)
     }
 }

@@ -48,7 +48,11 @@ public enum H3Main {
             }
             exit(0)
         } catch let error as ToolError {
-            if !error.message.isEmpty { Console.error("h3: \(error.message)") }
+            // As curl, and as errors during a transfer: "h3: (26) cannot open ..."; usage errors
+            // keep the plain form.
+            if !error.message.isEmpty {
+                Console.error(error.code == ToolError.usage ? "h3: \(error.message)" : "h3: (\(error.code)) \(error.message)")
+            }
             exit(error.code)
         } catch let error as ExitCode {
             exit(error.rawValue)

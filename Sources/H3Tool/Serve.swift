@@ -90,6 +90,14 @@ struct Serve: AsyncParsableCommand {
     var threads = System.coreCount
 
     @OptionGroup(title: "QUIC-LB routable connection IDs") var loadBalancing: QUICLBOptions
+    @Option(name: .customLong("request-head-timeout"),
+            help: ArgumentHelp("With --tcp: seconds a TCP connection may take to send a whole request head "
+                               + "(0: no limit).", valueName: "seconds"))
+    var requestHeadTimeout = 30.0
+    @Option(name: .customLong("max-connections-per-address"),
+            help: ArgumentHelp("With --tcp: TCP connections one client address may have open (0: no limit).",
+                               valueName: "n"))
+    var maxConnectionsPerAddress = 256
 
     func validate() throws {
         try proxy.validate()
@@ -112,6 +120,15 @@ struct Serve: AsyncParsableCommand {
         }
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ValidationError("--metrics must be a port between 0 and 65535")
+        }
+        if !(requestHeadTimeout >= 0 && requestHeadTimeout <= 1e8) {
+            throw ValidationError("--request-head-timeout must be between 0 and 1e8 seconds")
+        }
+        if maxConnectionsPerAddress < 0 {
+            throw ValidationError("--max-connections-per-address must not be negative")
+        }
+        if !tcp && (requestHeadTimeout != 30 || maxConnectionsPerAddress != 256) {
+            throw ValidationError("--request-head-timeout and --max-connections-per-address go with --tcp")
         }
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 1e8) {
             throw ValidationError("--shutdown-timeout must be between 0 and 1e8 seconds")
@@ -197,6 +214,9 @@ struct Serve: AsyncParsableCommand {
             combined.http3 = configuration
             combined.metrics = configuration.quic.metrics
             combined.http2.gracefulShutdownTimeout = shutdownAfter
+            combined.http2.requestHeadTimeout = requestHeadTimeout > 0
+                ? .milliseconds(max(1, Int64(requestHeadTimeout * 1000))) : nil
+            combined.http2.maxConnectionsPerAddress = maxConnectionsPerAddress > 0 ? maxConnectionsPerAddress : nil
             let combinedServer: HTTPServer
             do {
                 combinedServer = try await HTTPServer.bind(configuration: combined, handler: handler)

@@ -54,6 +54,15 @@ public struct HTTP2ServerConfiguration: Sendable {
     /// What the server reports through swift-metrics (the type QUIC servers use; on by default,
     /// to `MetricsSystem.factory`): requests by status class and requests in flight.
     public var metrics = QUICMetricsConfiguration()
+    /// How long a connection may take to deliver a whole request head: from its acceptance (the
+    /// TLS handshake included) to its first request head, and on an HTTP/1.1 connection kept
+    /// alive, from the first bytes of each further request to the end of its head. A connection
+    /// that runs over is closed (a client sending its header lines slowly holds none for long).
+    /// `nil` for no limit; 30 s by default.
+    public var requestHeadTimeout: Duration? = .seconds(30)
+    /// Connections one client address (IP) may have open at once; further ones are closed as
+    /// they are accepted. `nil` for no limit; 256 by default (clients behind one NAT share an address).
+    public var maxConnectionsPerAddress: Int? = 256
 
     /// Creates server settings for a certificate chain and key.
     public init(host: String = "::", port: Int = 443, tls: QUICTLSConfiguration, allowHTTP1: Bool = true,
@@ -106,6 +115,7 @@ public final class HTTP2Server: Sendable {
             throw HTTP2ConfigurationError("port \(configuration.port) is out of range")
         }
         guard configuration.maxConcurrentStreams > 0, configuration.maxHeaderListSize > 0, configuration.maxConnections > 0,
+              (configuration.maxConnectionsPerAddress ?? 1) > 0, (configuration.requestHeadTimeout ?? .seconds(1)) > .zero,
               (65535...Int(Int32.max)).contains(configuration.initialWindowSize) else {
             throw HTTP2ConfigurationError("the stream, connection and header limits must be positive, the window 64 KiB to 2 GiB")
         }
@@ -163,6 +173,10 @@ package struct HTTP2ServerStatistics: Sendable {
     package var peakConcurrentStreams = 0
     /// Connections sent GOAWAY because of ``HTTP2ServerConfiguration/goawayChance``.
     package var goawayChanceConnections = 0
+    /// Connections closed because their request head did not arrive in time.
+    package var requestHeadTimeouts = 0
+    /// Connections closed at once because their address had too many open.
+    package var refusedOverAddressLimit = 0
 }
 
 /// What a handler's context says about one connection; filled in as the connection sets up.
@@ -215,12 +229,16 @@ final class HTTP2ServerState: Sendable {
         var connections: [ObjectIdentifier: Connection] = [:]
         var shuttingDown = false
         var statistics = HTTP2ServerStatistics()
+        /// Open connections per client IP address.
+        var perAddress: [String: Int] = [:]
     }
     /// One open connection, as shutdown needs to see it.
     struct Connection {
         let channel: any Channel
         var http1: HTTP1ServerConnection?
         var isHTTP2 = false
+        /// The request-head clock, if the configuration sets one.
+        let headDeadline: RequestHeadDeadline?
     }
     private let mutable = NIOLockedValueBox(Mutable())
 
@@ -241,14 +259,35 @@ final class HTTP2ServerState: Sendable {
     /// limit); larger ones are a connection error.
     var hardHeaderLimit: Int { max(configuration.maxHeaderListSize * 4, 16 << 10) }
 
+    /// How many CONTINUATION frames in a row a header block may take: enough for `headerLimit`
+    /// bytes in frames of the smallest maximum size (16 KiB), and a few to spare.
+    static func continuationFrameAllowance(headerLimit: Int) -> Int {
+        (headerLimit + (16 << 10) - 1) / (16 << 10) + 4
+    }
+
     /// Sets up an accepted connection's pipeline: SNI capture (which chooses the certificate),
     /// TLS, then ALPN decides HTTP/2 or HTTP/1.1.
     func initialize(_ channel: any Channel, contexts: ServerTLSContexts) throws {
         let id = ObjectIdentifier(channel)
         let limit = configuration.maxConnections
+        let address = channel.remoteAddress?.ipAddress
+        let perAddressLimit = configuration.maxConnectionsPerAddress ?? .max
+        let headDeadline = configuration.requestHeadTimeout.map { timeout in
+            RequestHeadDeadline(timeout: TimeAmount(timeout)) { [self] in
+                logger.debug("request head timeout: closing", metadata: ["client": "\(address ?? "?")"])
+                count { $0.requestHeadTimeouts += 1 }
+            }
+        }
         let accepted = mutable.withLockedValue { state -> Bool in
             guard !state.shuttingDown, state.connections.count < limit else { return false }
-            state.connections[id] = Connection(channel: channel)
+            if let address {
+                guard state.perAddress[address, default: 0] < perAddressLimit else {
+                    state.statistics.refusedOverAddressLimit += 1
+                    return false
+                }
+                state.perAddress[address, default: 0] += 1
+            }
+            state.connections[id] = Connection(channel: channel, headDeadline: headDeadline)
             state.statistics.connectionsAccepted += 1
             return true
         }
@@ -256,8 +295,15 @@ final class HTTP2ServerState: Sendable {
             channel.close(promise: nil)
             return
         }
+        headDeadline?.start(on: channel)
         channel.closeFuture.whenComplete { [self] _ in
-            mutable.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
+            headDeadline?.stop()
+            mutable.withLockedValue { state in
+                _ = state.connections.removeValue(forKey: id)
+                if let address, let open = state.perAddress[address] {
+                    state.perAddress[address] = open > 1 ? open - 1 : nil
+                }
+            }
         }
         let facts = ConnectionFacts(channel: channel)
         let eventLoop = channel.eventLoop
@@ -275,10 +321,10 @@ final class HTTP2ServerState: Sendable {
             do {
                 switch result {
                 case .negotiated("h2"):
-                    try configureHTTP2(channel, facts: facts, before: errorLogger)
+                    try configureHTTP2(channel, facts: facts, headDeadline: headDeadline, before: errorLogger)
                 case .negotiated("http/1.1"), .fallback:
                     guard configuration.allowHTTP1 else { return channel.close() }
-                    try configureHTTP1(channel, facts: facts, before: errorLogger)
+                    try configureHTTP1(channel, facts: facts, headDeadline: headDeadline, before: errorLogger)
                 case .negotiated:
                     return channel.close()
                 }
@@ -315,7 +361,7 @@ final class HTTP2ServerState: Sendable {
         try operations.addHandler(errorLogger)
     }
 
-    private func configureHTTP2(_ channel: any Channel, facts: ConnectionFacts,
+    private func configureHTTP2(_ channel: any Channel, facts: ConnectionFacts, headDeadline: RequestHeadDeadline?,
                                 before errorLogger: ConnectionErrorLogger) throws {
         let configuration = self.configuration
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
@@ -325,6 +371,10 @@ final class HTTP2ServerState: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: configuration.initialWindowSize),
         ]
         connection.targetWindowSize = min(16 << 20, configuration.initialWindowSize * 4)
+        // A header block up to the hard limit, in 16 KiB frames, must not trip NIOHTTP2's
+        // CONTINUATION flood guard (5 frames by default: a 100 KB header killed the connection
+        // where the request deserved a 431).
+        connection.maximumSequentialContinuationFrames = Self.continuationFrameAllowance(headerLimit: hardHeaderLimit)
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = configuration.initialWindowSize
         stream.outboundBufferSizeHighWatermark = 256 << 10
@@ -333,7 +383,7 @@ final class HTTP2ServerState: Sendable {
             eventLoop: channel.eventLoop,
             configuration: .init(maxIdleTime: configuration.idleTimeout.map { TimeAmount($0) }, maxAge: nil,
                                  maxGraceTime: TimeAmount(configuration.gracefulShutdownTimeout), keepalive: nil))
-        let counter = StreamCounter(state: self, goawayChance: configuration.goawayChance)
+        let counter = StreamCounter(state: self, goawayChance: configuration.goawayChance, headDeadline: headDeadline)
         let handler = NIOHTTP2Handler(
             mode: .server, eventLoop: channel.eventLoop, connectionConfiguration: connection,
             streamConfiguration: stream, streamDelegate: StreamDelegates(manager.http2StreamDelegate, counter),
@@ -343,6 +393,10 @@ final class HTTP2ServerState: Sendable {
                 }
             })
         try channel.pipeline.syncOperations.addHandler(HTTP2FrameAligner(expectsClientPreface: true),
+                                                       position: .before(errorLogger))
+        // A large first request, sent before the client read our SETTINGS, meets our header limit
+        // (and a 431), not NIOHTTP2's 16 KiB pre-SETTINGS one (a connection error).
+        try channel.pipeline.syncOperations.addHandler(EarlyHeaderBlockHold(holdLimit: hardHeaderLimit + (64 << 10)),
                                                        position: .before(errorLogger))
         try channel.pipeline.syncOperations.addHandler(handler, position: .before(errorLogger))
         try channel.pipeline.syncOperations.addHandler(manager, position: .before(errorLogger))
@@ -356,11 +410,21 @@ final class HTTP2ServerState: Sendable {
         if draining { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
     }
 
-    private func configureHTTP1(_ channel: any Channel, facts: ConnectionFacts,
+    private func configureHTTP1(_ channel: any Channel, facts: ConnectionFacts, headDeadline: RequestHeadDeadline?,
                                 before errorLogger: ConnectionErrorLogger) throws {
         let operations = channel.pipeline.syncOperations
+        if let headDeadline {
+            try operations.addHandler(RequestHeadByteWatcher(deadline: headDeadline), position: .before(errorLogger))
+        }
         try operations.configureHTTPServerPipeline(position: .before(errorLogger), withPipeliningAssistance: true,
-                                                   withErrorHandling: true)
+                                                   withErrorHandling: false)
+        if let headDeadline {
+            // Right after the parser, before pipelining holds a second request's head back.
+            let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try operations.addHandler(RequestHeadPartWatcher(deadline: headDeadline), position: .after(decoder))
+        }
+        // In place of NIOHTTP1's error handler: 431 (not 400) for a head too large to parse.
+        try operations.addHandler(HTTP1ProtocolErrorResponder(), position: .before(errorLogger))
         let connection = try HTTP1ServerConnection.start(on: channel, state: self, facts: facts, before: errorLogger)
         let id = ObjectIdentifier(channel)
         let draining = mutable.withLockedValue { state -> Bool in
@@ -415,13 +479,17 @@ final class StreamCounter: NIOHTTP2StreamDelegate, @unchecked Sendable {
     private let goawayChance: Double
     private var open = 0
     private var sentGoaway = false
+    private let headDeadline: RequestHeadDeadline?
 
-    init(state: HTTP2ServerState, goawayChance: Double = 0) {
+    init(state: HTTP2ServerState, goawayChance: Double = 0, headDeadline: RequestHeadDeadline? = nil) {
         self.state = state
+        self.headDeadline = headDeadline
         self.goawayChance = goawayChance.isNaN ? 0 : min(1, max(0, goawayChance))
     }
 
     func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
+        // A stream opens when its whole header block has arrived: the head clock stops for good.
+        headDeadline?.stop()
         open += 1
         let now = open
         state.count { $0.peakConcurrentStreams = max($0.peakConcurrentStreams, now) }

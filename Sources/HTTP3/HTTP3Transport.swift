@@ -289,7 +289,7 @@ final class HTTP3ClientConnection: PooledConnection {
             core = try await QUICClient.connectCore(
                 host: address, port: origin.connectPort, configuration: quic, socketOptions: configuration.socketOptions,
                 eventLoopGroup: transport.eventLoopGroup, logger: transport.logger, initialToken: nil,
-                makeApplication: { core in
+                holdsInboundForEarlyData: true, makeApplication: { core in
                     try HTTP3Session(core: core, role: .client, settings: configuration.http3, maxIncomingStreams: 0,
                                      logger: transport.logger)
                 })
@@ -372,7 +372,7 @@ final class HTTP3ClientConnection: PooledConnection {
     private func sendOnce(_ request: HTTPRequest, body: HTTPBody?, mayUseEarlyData: Bool, reused: Bool,
                           connectTime: Duration, started: ContinuousClock.Instant)
         async throws -> HTTPClientResponse? {
-        let session = self.session, loop = core.eventLoop
+        let session = self.session, core = self.core, loop = core.eventLoop
         let state = loopState
         // A stream within the server's MAX_STREAMS: at once, or when one frees up.
         let hasBody = body != nil
@@ -391,6 +391,8 @@ final class HTTP3ClientConnection: PooledConnection {
                     loop.execute {
                         session.startRequest(request, hasBody: hasBody, mayUseEarlyData: mayUseEarlyData, token: token,
                                              continuation: continuation)
+                        // The request is queued (for 0-RTT if it may go early): the server's reply may be read.
+                        core.releaseInboundHeldForEarlyData()
                     }
                 }
             } onCancel: {

@@ -31,13 +31,24 @@ public enum QUICClient {
         }.get()
     }
 
+    /// The longest the server's first datagrams are held back for a 0-RTT request to be queued
+    /// (see `holdsInboundForEarlyData`); normally the request releases them within microseconds.
+    static let earlyDataInboundHold = TimeAmount.milliseconds(250)
+
     /// Connects and runs the given application protocol on the connection (HTTP/3 uses this).
     ///
-    /// - Parameter initialToken: a token to put in the first Initial (a NEW_TOKEN token; tests
-    ///   also use it to present forged tokens).
+    /// - Parameters:
+    ///   - initialToken: a token to put in the first Initial (a NEW_TOKEN token; tests
+    ///     also use it to present forged tokens).
+    ///   - holdsInboundForEarlyData: when the connection starts with a 0-RTT key, hold the
+    ///     server's first datagrams back until the application calls
+    ///     ``ConnectionCore/releaseInboundHeldForEarlyData()`` (after queueing its first
+    ///     request) or ``earlyDataInboundHold`` passes. Without it, on a fast path the server's
+    ///     handshake reply can complete the handshake before the request is queued, and the
+    ///     request goes in 1-RTT however early it was meant to go.
     package static func connectCore(host: String, port: Int, configuration: QUICConfiguration,
                                     socketOptions: UDPSocketOptions, eventLoopGroup: any EventLoopGroup,
-                                    logger: Logger, initialToken: [UInt8]?,
+                                    logger: Logger, initialToken: [UInt8]?, holdsInboundForEarlyData: Bool = false,
                                     makeApplication: @escaping @Sendable (ConnectionCore) throws -> any QUICApplicationProtocol)
         async throws -> ConnectionCore {
         try configuration.validate()
@@ -51,7 +62,7 @@ public enum QUICClient {
         let eventLoop = eventLoopGroup.next()
         let socket = try await UDPSocket.connect(to: remote, options: socketOptions, on: eventLoop)
         let serverName = configuration.tls.serverName ?? host
-        let core = try await eventLoop.submit { () throws -> ConnectionCore in
+        let (core, clientHost) = try await eventLoop.submit { () throws -> (ConnectionCore, ClientHost) in
             let host = ClientHost(socket: socket)
             do {
                 let path = PathStorage(local: socket.localAddress ?? remote, remote: remote)
@@ -61,13 +72,20 @@ public enum QUICClient {
                 core.application = try makeApplication(core)
                 host.connection = core
                 socket.setDelegate(host)
-                return core
+                return (core, host)
             } catch {
                 socket.close()
                 throw error
             }
         }.get()
-        let handshake = try await eventLoop.submit { core.start() }.get()
+        let handshake = try await eventLoop.submit {
+            let handshake = core.start()
+            // In the same loop task as the first flight: no reply can be read before the hold.
+            if holdsInboundForEarlyData, configuration.enableEarlyData, core.earlyDataKeyInstalled {
+                clientHost.holdInbound(for: earlyDataInboundHold)
+            }
+            return handshake
+        }.get()
         // With 0-RTT keys (a resumed session and early data enabled) the connection is usable
         // now; otherwise wait for the handshake.
         if configuration.enableEarlyData, try await eventLoop.submit({ core.earlyDataKeyInstalled }).get() {
@@ -91,8 +109,34 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     /// to it before that (a few PATH_CHALLENGE packets; bounded).
     private var preferred: (remote: SocketAddress, local: SocketAddress, socket: UDPSocket?, waiting: [OutboundDatagram])?
 
+    /// Datagrams from the server held back while the application queues its first 0-RTT
+    /// request; `nil` when not holding.
+    private var heldInbound: [InboundDatagram]?
+    private var holdTimer: Scheduled<Void>?
+
     init(socket: UDPSocket) {
         self.socket = socket
+    }
+
+    /// Holds the server's datagrams back until ``releaseHeldInbound()``, at most `limit`.
+    func holdInbound(for limit: TimeAmount) {
+        guard heldInbound == nil else { return }
+        heldInbound = []
+        holdTimer = socket.eventLoop.scheduleTask(in: limit) { [weak self] in self?.releaseHeldInbound() }
+    }
+
+    /// Delivers the held datagrams, after the tasks already queued on the loop (the write pass
+    /// that sends the request just queued goes first).
+    func releaseHeldInbound() {
+        guard heldInbound != nil, let timer = holdTimer else { return }
+        timer.cancel()
+        holdTimer = nil
+        // Datagrams that arrive until then join the held ones, so the order stays.
+        socket.eventLoop.execute { [self] in
+            let held = heldInbound ?? []
+            heldInbound = nil
+            for datagram in held { connection?.receive(datagram, local: preferred == nil ? nil : socket.localAddress) }
+        }
     }
 
     func send(_ datagrams: [OutboundDatagram], from connection: ConnectionCore) {
@@ -189,6 +233,12 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     }
 
     func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
+        if heldInbound != nil, socket === self.socket {
+            // Held while the first request is queued for 0-RTT (bounded: the rest is dropped, as
+            // a full socket buffer would; QUIC recovers).
+            if heldInbound!.count < 64 { heldInbound!.append(datagram) }
+            return
+        }
         if socket === self.socket {
             // The path's local address is this socket's (again, after packets on the preferred path).
             connection?.receive(datagram, local: preferred == nil ? nil : socket.localAddress)

@@ -214,12 +214,24 @@ struct H3EndToEndTests {
         try await expectExit([], 2, "no URL")
         try await expectExit(["https://[::1/"], 3, "malformed")
         try await expectExit(["http://127.0.0.1/"], 1, "not supported")
+        // Malformed whatever the scheme: curl's 3, not "unsupported protocol" or a host lookup.
+        try await expectExit(["http://[::1"], 3, "URL rejected")
+        try await expectExit(["ht!tp:/bad url"], 3, "URL rejected")
         try await expectExit(trust + ["https://no-such-host.invalid/"], 6, "could not resolve host")
         let closed = try freeUDPPort()
         try await expectExit(trust + ["--connect-timeout", "20", "https://127.0.0.1:\(closed)/"], 7, "failed to connect")
         try await expectExit(trust + ["-f", "\(server.url)/missing"], 22, "error: 404")
         try await expectExit(trust + ["-o", "/nonexistent-dir/out", "\(server.url)/small.txt"], 23, "/nonexistent-dir/out")
         try await expectExit(trust + ["-T", "/nonexistent-dir/in", "\(server.url)/up"], 26, "/nonexistent-dir/in")
+        // -d @, --data-binary @ and -T report a missing file in one form.
+        var missingLines: [ToolRun] = []
+        for arguments in [["-T", "/nonexistent-dir/in"], ["-d", "@/nonexistent-dir/in"],
+                          ["--data-binary", "@/nonexistent-dir/in"], ["-d", "x", "--data-binary", "@/nonexistent-dir/in"]] {
+            missingLines.append(try await runH3(trust + arguments + ["\(server.url)/up"], timeout: 30))
+        }
+        #expect(missingLines.allSatisfy { $0.status == 26 }, "\(missingLines)")
+        #expect(Set(missingLines.map(\.stderr)) == ["h3: (26) cannot open '/nonexistent-dir/in' for reading: No such file or directory\n"],
+                "\(missingLines.map(\.stderr))")
         try await expectExit(["\(server.url)/small.txt"], 60, "certificate")
 
         // A UDP port that swallows everything: the handshake never finishes.
@@ -335,7 +347,7 @@ struct H3EndToEndTests {
         for target in targets {
             let file = try scratchDirectory().appendingPathComponent("sessions").path
             var first = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
-            for _ in 0..<30 where first.status == 7 {  // gtlsserver may still be starting
+            for _ in 0..<200 where first.status == 7 {  // gtlsserver may still be starting (up to 20 s)
                 try await Task.sleep(for: .milliseconds(100))
                 first = try await runH3(trust + ["-sS", "-v", "--session-file", file, "\(target)/small.txt"])
             }
@@ -469,7 +481,7 @@ struct H3PeerInteropTests {
                                      directory: pki.directory)
         defer { server.stop() }
         var run = ToolRun(status: nil, stdout: Data(), stderr: "")
-        for _ in 0..<50 {  // gtlsserver may still be starting
+        for _ in 0..<200 {  // gtlsserver may still be starting (up to 20 s)
             run = try await runH3(trust + ["-sS", "-w", "|%{http_code}", "https://127.0.0.1:\(port)/random.bin"])
             if run.status != 7 { break }
             try await Task.sleep(for: .milliseconds(100))

@@ -84,7 +84,7 @@ final class ServeProcess: @unchecked Sendable {
     /// Starts `h3 serve ARGS --port 0` and waits until it prints where it listens.
     static func start(_ arguments: [String]) async throws -> ServeProcess {
         let process = try PeerProcess(h3Binary, ["serve"] + arguments + ["--port", "0"], directory: TestPKI.shared.directory)
-        for _ in 0..<400 {
+        for _ in 0..<2400 {  // up to 60 s: a debug binary starts slowly on a loaded machine
             let log = process.output
             if let range = log.range(of: #"https://127\.0\.0\.1:[0-9]+/"#, options: .regularExpression) {
                 let port = Int(log[range].dropFirst("https://127.0.0.1:".count).dropLast()) ?? 0

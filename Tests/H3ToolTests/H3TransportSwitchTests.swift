@@ -111,7 +111,7 @@ struct H3TransportSwitchTests {
         let peerArguments = trust + ["-sS", "--limit-rate", "10M", "--key-update-after", "2000000", "-o", fromPeer.path,
                                      "https://127.0.0.1:\(port)/big.bin"]
         var peerRun = try await runH3(peerArguments, timeout: 120)
-        for _ in 0..<30 where peerRun.status == 7 {  // gtlsserver may still be starting
+        for _ in 0..<200 where peerRun.status == 7 {  // gtlsserver may still be starting (up to 20 s)
             try await Task.sleep(for: .milliseconds(100))
             peerRun = try await runH3(peerArguments, timeout: 120)
         }

@@ -121,7 +121,10 @@ struct H3UnitTests {
         #expect(try plain.resolving(location: "../c?d").description == "https://localhost:4433/c?d")
         #expect(try plain.resolving(location: "https://other:1/z").authority == "other:1")
         for (text, code) in [("http://example.com/", 1), ("ftp://x/", 1), ("https://", 3), ("https://[::1/", 3),
-                             ("https://host:99999/", 3), ("https://user:pw@host/", 3)] {
+                             ("https://host:99999/", 3), ("https://user:pw@host/", 3),
+                             // Malformed URLs are 3 whatever the scheme (curl checks the form first).
+                             ("http://[::1", 3), ("ht!tp:/bad url", 3), ("ht!tp:/bad", 3), ("https://a b/", 3),
+                             ("https://bad host/", 3), ("1http://x/", 3), ("https://[zz::1]/", 3)] {
             #expect(throws: ToolError.self, "\(text)") { try TargetURL(parsing: text) }
             do {
                 _ = try TargetURL(parsing: text)

@@ -116,7 +116,7 @@ struct HTTP2InteropTests {
 /// Sends `request` until the peer server is up (it may still be starting).
 func roundTripWhenUp(_ client: HTTP2Transport, _ request: HTTPRequest) async throws -> HTTPClientResponse {
     var lastError: any Error = HTTPError.connectTimeout
-    for _ in 0..<100 {
+    for _ in 0..<300 {  // up to 30 s for the peer to start
         do {
             return try await client.roundTrip(request)
         } catch HTTPError.connectionRefused(let why) {

@@ -67,7 +67,7 @@ struct EarlyDataHTTP3Tests {
     }
 
     static func waitForTicket(_ cache: QUICSessionCache) async throws {
-        for _ in 0..<250 where cache.count == 0 {
+        for _ in 0..<1500 where cache.count == 0 {  // up to 30 s
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(cache.count == 1, "a session ticket arrived")
@@ -77,7 +77,7 @@ struct EarlyDataHTTP3Tests {
     /// each connection resumes with a fresh ticket, as a reused one may be refused early data
     /// by the server's anti-replay.
     static func waitForFreshTicket(_ cache: QUICSessionCache, server: String, previous: [UInt8]?) async throws {
-        for _ in 0..<250 where cache.ticket(for: server)?.tlsSession == previous {
+        for _ in 0..<1500 where cache.ticket(for: server)?.tlsSession == previous {  // up to 30 s
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(cache.ticket(for: server)?.tlsSession != previous, "a fresh session ticket arrived")

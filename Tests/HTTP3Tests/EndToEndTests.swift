@@ -196,7 +196,7 @@ struct EndToEndTests {
             let result = await task.result
             #expect(throws: (any Error).self) { try result.get() }
             var seen: String?
-            for _ in 0..<50 {
+            for _ in 0..<300 {  // up to 30 s
                 seen = await fixture.observations.value("cancel")
                 if seen != nil { break }
                 try await Task.sleep(for: .milliseconds(100))

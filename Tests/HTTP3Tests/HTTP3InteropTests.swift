@@ -12,7 +12,7 @@ import HTTPTestSupport
 /// Sends `request` until the peer server is up (it may still be starting).
 func roundTripWhenUp(_ client: HTTP3Transport, _ request: HTTPRequest, body: HTTPBody? = nil) async throws -> HTTPClientResponse {
     var lastError: any Error = HTTPError.connectTimeout
-    for _ in 0..<50 {
+    for _ in 0..<300 {  // up to 30 s for the peer to start
         do {
             return try await client.roundTrip(request, body: body)
         } catch HTTPError.connectionRefused(let why) {
@@ -189,7 +189,7 @@ struct HTTP3InteropTests {
                 let client = HTTP3Transport(configuration: settings)
                 let response = run == 1 ? try await roundTripWhenUp(client, request) : try await client.roundTrip(request)
                 #expect(try await hashBody(response.body).hash == files.hashes["file-1m"])
-                for _ in 0..<250 where cache.addressTokenCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
+                for _ in 0..<1500 where cache.addressTokenCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
                 #expect(cache.addressTokenCount == 1, "gtlsserver's NEW_TOKEN token arrived")
                 await client.shutdown()
             }
