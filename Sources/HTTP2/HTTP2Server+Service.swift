@@ -11,14 +11,7 @@ extension HTTP2Server: Service {
     /// ``HTTP2ServerConfiguration/gracefulShutdownTimeout``), then the connections close.
     /// Cancellation closes every connection at once.
     public func run() async throws {
-        switch await waitForServiceStop(closed: serverChannel.closeFuture) {
-        case .closed:
-            return
-        case .gracefulShutdown:
-            await shutdown()
-        case .cancelled:
-            await closeNow()
-        }
+        await serveUntilStopped(closed: serverChannel.closeFuture, gracefully: shutdown, now: closeNow)
     }
 
     /// Closes the listening socket and every connection at once.

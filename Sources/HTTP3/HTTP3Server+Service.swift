@@ -12,14 +12,7 @@ extension HTTP3Server: Service {
     /// closes. Cancellation closes every connection at once (requests in flight are cut off).
     public func run() async throws {
         // Every loop's endpoint closes together, so the first one's close stands for all.
-        switch await waitForServiceStop(closed: loops[0].endpoint.closeFuture) {
-        case .closed:
-            return
-        case .gracefulShutdown:
-            await shutdown()
-        case .cancelled:
-            await closeNow()
-        }
+        await serveUntilStopped(closed: loops[0].endpoint.closeFuture, gracefully: shutdown, now: closeNow)
     }
 
     /// Closes every connection at once (CONNECTION_CLOSE with H3_NO_ERROR) and then the socket.

@@ -37,3 +37,17 @@ package func waitForServiceStop(closed: EventLoopFuture<Void>) async -> ServiceS
         return Task.isCancelled ? .cancelled : first
     }
 }
+
+/// A server's `Service.run()`: waits as ``waitForServiceStop(closed:)`` does, then shuts down
+/// gracefully (`gracefully`) or at once (`now`), or returns when the server closed by itself.
+package func serveUntilStopped(closed: EventLoopFuture<Void>, gracefully: () async -> Void,
+                               now: () async -> Void) async {
+    switch await waitForServiceStop(closed: closed) {
+    case .closed:
+        return
+    case .gracefulShutdown:
+        await gracefully()
+    case .cancelled:
+        await now()
+    }
+}

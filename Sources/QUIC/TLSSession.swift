@@ -235,23 +235,18 @@ package struct CertificateSummary: Sendable, Equatable {
 
     /// Parses a DER certificate; `nil` when GnuTLS cannot read it.
     package init?(der: [UInt8]) {
-        var der = der
-        var certificate: gnutls_x509_crt_t?
-        guard !der.isEmpty, gnutls_x509_crt_init(&certificate) == GNUTLS_E_SUCCESS, let certificate else { return nil }
-        defer { gnutls_x509_crt_deinit(certificate) }
-        let imported = der.withUnsafeMutableBufferPointer { bytes -> Int32 in
-            var datum = gnutls_datum_t(data: bytes.baseAddress, size: UInt32(bytes.count))
-            return gnutls_x509_crt_import(certificate, &datum, GNUTLS_X509_FMT_DER)
-        }
-        guard imported == GNUTLS_E_SUCCESS else { return nil }
-        func name(_ get: (gnutls_x509_crt_t, UnsafeMutablePointer<gnutls_datum_t>) -> Int32) -> String {
-            var out = gnutls_datum_t()
-            guard get(certificate, &out) == GNUTLS_E_SUCCESS, let data = out.data else { return "?" }
-            defer { swift_gnutls_free(data) }
-            return String(decoding: UnsafeBufferPointer(start: data, count: Int(out.size)), as: UTF8.self)
-        }
-        subject = name { gnutls_x509_crt_get_dn2($0, $1) }
-        issuer = name { gnutls_x509_crt_get_issuer_dn2($0, $1) }
-        notAfter = Int(gnutls_x509_crt_get_expiration_time(certificate))
+        guard let (subject, issuer, notAfter) = withDERCertificate(der, { certificate in
+            func name(_ get: (gnutls_x509_crt_t, UnsafeMutablePointer<gnutls_datum_t>) -> Int32) -> String {
+                var out = gnutls_datum_t()
+                guard get(certificate, &out) == GNUTLS_E_SUCCESS, let data = out.data else { return "?" }
+                defer { swift_gnutls_free(data) }
+                return String(decoding: UnsafeBufferPointer(start: data, count: Int(out.size)), as: UTF8.self)
+            }
+            return (name { gnutls_x509_crt_get_dn2($0, $1) }, name { gnutls_x509_crt_get_issuer_dn2($0, $1) },
+                    Int(gnutls_x509_crt_get_expiration_time(certificate)))
+        }) else { return nil }
+        self.subject = subject
+        self.issuer = issuer
+        self.notAfter = notAfter
     }
 }

@@ -31,25 +31,13 @@ final class AESBlockCipher {
     }
 
     /// Encrypts one block (`block` must hold 16 bytes).
-    func encrypt(_ block: [UInt8]) -> [UInt8] {
-        precondition(block.count == 16, "AES works on 16-byte blocks")
-        var output = [UInt8](repeating: 0, count: 16)
-        Self.zeroIV.withUnsafeBytes { iv in
-            gnutls_cipher_set_iv(handle, UnsafeMutableRawPointer(mutating: iv.baseAddress), 16)
-        }
-        let rv = block.withUnsafeBytes { input in
-            output.withUnsafeMutableBytes { out in
-                gnutls_cipher_encrypt2(handle, input.baseAddress, 16, out.baseAddress, 16)
-            }
-        }
-        // Encrypting a whole block with a valid handle does not fail; a zero block would only
-        // make the connection ID unroutable, never unsafe.
-        assert(rv == 0)
-        return output
-    }
+    func encrypt(_ block: [UInt8]) -> [UInt8] { transform(block, encrypting: true) }
 
     /// Decrypts one block (`block` must hold 16 bytes).
-    func decrypt(_ block: [UInt8]) -> [UInt8] {
+    func decrypt(_ block: [UInt8]) -> [UInt8] { transform(block, encrypting: false) }
+
+    /// One block through the cipher, the IV reset to zero first (so CBC is ECB here).
+    private func transform(_ block: [UInt8], encrypting: Bool) -> [UInt8] {
         precondition(block.count == 16, "AES works on 16-byte blocks")
         var output = [UInt8](repeating: 0, count: 16)
         Self.zeroIV.withUnsafeBytes { iv in
@@ -57,9 +45,12 @@ final class AESBlockCipher {
         }
         let rv = block.withUnsafeBytes { input in
             output.withUnsafeMutableBytes { out in
-                gnutls_cipher_decrypt2(handle, input.baseAddress, 16, out.baseAddress, 16)
+                encrypting ? gnutls_cipher_encrypt2(handle, input.baseAddress, 16, out.baseAddress, 16)
+                           : gnutls_cipher_decrypt2(handle, input.baseAddress, 16, out.baseAddress, 16)
             }
         }
+        // A whole block with a valid handle does not fail; a zero block would only make the
+        // connection ID unroutable, never unsafe.
         assert(rv == 0)
         return output
     }
