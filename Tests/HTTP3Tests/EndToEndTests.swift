@@ -100,7 +100,11 @@ struct EndToEndTests {
                 let clientStats = await client.statistics()
                 let session = try #require(clientStats.sessions.first)
                 #expect(session.requestStreamsOpened == 1000)
-                #expect(session.peakConcurrentRequestStreams == 100,
+                // The client counts a stream until nghttp3 closes it on this side, and the server
+                // grants new credit (MAX_STREAMS) as soon as its own side of a stream is closed, so
+                // the client may briefly count more than 100 open: it filled the limit at least
+                // once. The server itself never has more than its MAX_STREAMS (checked below).
+                #expect(session.peakConcurrentRequestStreams >= 100,
                         "peak \(session.peakConcurrentRequestStreams): the server's MAX_STREAMS is 100")
                 // Beyond the stream type byte and the capacity instruction (4 bytes), the encoder
                 // streams carried insertion instructions.
@@ -108,6 +112,8 @@ struct EndToEndTests {
                 #expect(session.qpackEncoderBytesReceived > 8, "server inserted into the client's QPACK table")
                 let serverStats = try await server.statistics()
                 #expect(serverStats.count == 1)
+                let serverPeak = serverStats.first?.peakConcurrentRequestStreams ?? 0
+                #expect((2...100).contains(serverPeak), "server peak \(serverPeak): its MAX_STREAMS is 100")
                 #expect(serverStats.first?.qpackEncoderBytesReceived == session.qpackEncoderBytesSent)
                 #expect(serverStats.first?.qpackEncoderBytesSent == session.qpackEncoderBytesReceived)
             }
