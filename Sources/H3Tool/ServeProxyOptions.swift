@@ -67,8 +67,9 @@ struct ServeProxyOptions: ParsableArguments {
         var tls = QUICTLSConfiguration.makeClientConfiguration(applicationProtocols: ["h2"])
         if let caFile { tls.trustRoots = .certificates(.file(caFile)) }
         if insecure { tls.certificateVerification = .insecureNoVerification }
-        let names = ProxyHeaders.IdentityFields(user: HTTPField.Name(userHeader) ?? HTTPField.Name("x-remote-user")!,
-                                                group: HTTPField.Name(groupHeader) ?? HTTPField.Name("x-remote-group")!)
+        // validate() refused names that are not field names.
+        let names = ProxyHeaders.IdentityFields(user: HTTPField.Name(userHeader) ?? ProxyHeaders.IdentityFields.defaultUser,
+                                                group: HTTPField.Name(groupHeader) ?? ProxyHeaders.IdentityFields.defaultGroup)
         let headers = ProxyHeaders(forwarded: ProxyHeaders.ForwardedMode(rawValue: forwarded) ?? .append,
                                    preserveHost: !rewriteHost, identityFields: names)
         var logger = Logger(label: "h3.proxy")

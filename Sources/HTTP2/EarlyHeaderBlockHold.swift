@@ -33,7 +33,7 @@ final class EarlyHeaderBlockHold: ChannelInboundHandler, RemovableChannelHandler
     /// 8/5 times); smaller ones go on at once, so an ordinary first request waits for nothing.
     static let largeBlockThreshold = 8 << 10
 
-    private var prefaceRemaining = HTTP2FrameAligner.clientPrefaceLength
+    private var preface = ClientPrefaceCountdown(remaining: HTTP2FrameAligner.clientPrefaceLength)
     /// Once the client's SETTINGS ACK went on (or holding gave up), bytes just pass.
     private var passThrough = false
     private var held: ByteBuffer?
@@ -46,10 +46,8 @@ final class EarlyHeaderBlockHold: ChannelInboundHandler, RemovableChannelHandler
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
-        if prefaceRemaining > 0 {
-            let count = min(prefaceRemaining, incoming.readableBytes)
-            prefaceRemaining -= count
-            if let preface = incoming.readSlice(length: count) { context.fireChannelRead(wrapInboundOut(preface)) }
+        if let prefaceBytes = preface.take(from: &incoming) {
+            context.fireChannelRead(wrapInboundOut(prefaceBytes))
             if incoming.readableBytes == 0 { return }
         }
         if passThrough {

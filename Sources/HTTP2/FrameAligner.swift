@@ -22,7 +22,7 @@ final class HTTP2FrameAligner: ChannelInboundHandler {
     static let clientPrefaceLength = 24
     static let frameHeaderLength = 9
 
-    private var prefaceRemaining: Int
+    private var preface: ClientPrefaceCountdown
     private let maxFrameSize: Int
     private var pending: ByteBuffer?
     /// Set once a frame too large to wait for was seen: everything passes through from then on.
@@ -32,16 +32,14 @@ final class HTTP2FrameAligner: ChannelInboundHandler {
     ///   - expectsClientPreface: true on a server, whose peer first sends the connection preface.
     ///   - maxFrameSize: the SETTINGS_MAX_FRAME_SIZE this side advertised (16,384 unless raised).
     init(expectsClientPreface: Bool, maxFrameSize: Int = 16_384) {
-        self.prefaceRemaining = expectsClientPreface ? Self.clientPrefaceLength : 0
+        self.preface = ClientPrefaceCountdown(remaining: expectsClientPreface ? Self.clientPrefaceLength : 0)
         self.maxFrameSize = maxFrameSize
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
-        if prefaceRemaining > 0 {
-            let count = min(prefaceRemaining, incoming.readableBytes)
-            prefaceRemaining -= count
-            if let preface = incoming.readSlice(length: count) { context.fireChannelRead(wrapInboundOut(preface)) }
+        if let prefaceBytes = preface.take(from: &incoming) {
+            context.fireChannelRead(wrapInboundOut(prefaceBytes))
             if incoming.readableBytes == 0 { return }
         }
         if passThrough {
@@ -97,5 +95,20 @@ final class HTTP2FrameAligner: ChannelInboundHandler {
             offset += frameHeaderLength + length
         }
         return offset
+    }
+}
+
+/// The part of the client connection preface (RFC 9113, 3.4) still to come ahead of the first
+/// frame, for the handlers that look at frames and pass the preface on untouched.
+struct ClientPrefaceCountdown {
+    private(set) var remaining: Int
+
+    /// Takes the preface bytes still due off the front of `incoming` (`nil` once the whole
+    /// preface has gone by).
+    mutating func take(from incoming: inout ByteBuffer) -> ByteBuffer? {
+        guard remaining > 0 else { return nil }
+        let count = min(remaining, incoming.readableBytes)
+        remaining -= count
+        return incoming.readSlice(length: count)
     }
 }

@@ -31,9 +31,14 @@ public struct ProxyHeaders: Sendable, Hashable {
         /// Carries each of the subject's organizations (the groups), one field each.
         public var group: HTTPField.Name
 
+        // Valid field names written out, so these cannot fail.
+        /// `X-Remote-User`, the default for ``user``.
+        public static let defaultUser = HTTPField.Name("x-remote-user")!
+        /// `X-Remote-Group`, the default for ``group``.
+        public static let defaultGroup = HTTPField.Name("x-remote-group")!
+
         /// Creates identity field names; the defaults are `X-Remote-User` and `X-Remote-Group`.
-        public init(user: HTTPField.Name = HTTPField.Name("x-remote-user")!,
-                    group: HTTPField.Name = HTTPField.Name("x-remote-group")!) {
+        public init(user: HTTPField.Name = defaultUser, group: HTTPField.Name = defaultGroup) {
             self.user = user
             self.group = group
         }
@@ -80,6 +85,16 @@ public struct ProxyHeaders: Sendable, Hashable {
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding",
                                         "upgrade", "proxy-authorization", "proxy-authenticate"]
 
+    // The forwarding fields (valid names written out, so these cannot fail), made once rather
+    // than per request.
+    static let forwardedName = HTTPField.Name("forwarded")!
+    static let forwardedForName = HTTPField.Name("x-forwarded-for")!
+    static let forwardedProtoName = HTTPField.Name("x-forwarded-proto")!
+    static let forwardedHostName = HTTPField.Name("x-forwarded-host")!
+    static let forwardedPortName = HTTPField.Name("x-forwarded-port")!
+    static let forwardingNames: Set<String> = [forwardedName, forwardedForName, forwardedProtoName, forwardedHostName,
+                                               forwardedPortName].reduce(into: []) { $0.insert($1.canonicalName) }
+
     /// The request to send to the backend at `backendAuthority` (`host:port`).
     public func rewrite(_ request: HTTPRequest, hop: Hop, backendAuthority: String) -> HTTPRequest {
         var out = request
@@ -91,13 +106,11 @@ public struct ProxyHeaders: Sendable, Hashable {
             }
         }
         let identity = identityFields ?? IdentityFields()
-        let forwardingNames: Set<String> = ["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                                            "x-forwarded-port"]
         var clientForwarded: [String] = [], clientForwardedFor: [String] = []
         for field in request.headerFields {
             let name = field.name.canonicalName
             if named.contains(name) || name == identity.user.canonicalName || name == identity.group.canonicalName { continue }
-            if forwardedMode(keeps: name, in: forwardingNames) == false {
+            if forwardedMode(keeps: name, in: Self.forwardingNames) == false {
                 if name == "forwarded" { clientForwarded.append(field.value) }
                 if name == "x-forwarded-for" { clientForwardedFor.append(field.value) }
                 continue
@@ -112,14 +125,14 @@ public struct ProxyHeaders: Sendable, Hashable {
             element += ";proto=\(hop.scheme)"
             if !host.isEmpty { element += ";host=\(Self.quotedIfNeeded(host))" }
             let forwardedValue = (forwarded == .append ? clientForwarded : []) + [element]
-            fields[HTTPField.Name("forwarded")!] = forwardedValue.joined(separator: ", ")
+            fields[Self.forwardedName] = forwardedValue.joined(separator: ", ")
             let clientIP = hop.clientAddress.map(Self.address(of:)) ?? "unknown"
             let forValue = (forwarded == .append ? clientForwardedFor : []) + [clientIP]
-            fields[HTTPField.Name("x-forwarded-for")!] = forValue.joined(separator: ", ")
-            fields[HTTPField.Name("x-forwarded-proto")!] = hop.scheme
+            fields[Self.forwardedForName] = forValue.joined(separator: ", ")
+            fields[Self.forwardedProtoName] = hop.scheme
             if !host.isEmpty {
-                fields[HTTPField.Name("x-forwarded-host")!] = host
-                fields[HTTPField.Name("x-forwarded-port")!] = Self.port(of: host) ?? (hop.scheme == "https" ? "443" : "80")
+                fields[Self.forwardedHostName] = host
+                fields[Self.forwardedPortName] = Self.port(of: host) ?? (hop.scheme == "https" ? "443" : "80")
             }
         }
         if let identityFields, let id = hop.identity {

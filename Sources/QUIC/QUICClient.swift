@@ -233,10 +233,10 @@ final class ClientHost: ConnectionHost, UDPSocketDelegate, @unchecked Sendable {
     }
 
     func socket(_ socket: UDPSocket, didReceive datagram: InboundDatagram) {
-        if heldInbound != nil, socket === self.socket {
+        if let heldCount = heldInbound?.count, socket === self.socket {
             // Held while the first request is queued for 0-RTT (bounded: the rest is dropped, as
             // a full socket buffer would; QUIC recovers).
-            if heldInbound!.count < 64 { heldInbound!.append(datagram) }
+            if heldCount < 64 { heldInbound?.append(datagram) }
             return
         }
         if socket === self.socket {
